@@ -1,0 +1,3 @@
+from dreamer.train import main
+
+main()

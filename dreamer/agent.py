@@ -1,0 +1,74 @@
+"""The agent: world model + actor-critic + one optimiser; acts and trains."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from dreamer.actor_critic import ActorCritic
+from dreamer.optim import Optimizer
+from dreamer.rssm import Latent
+from dreamer.world_model import WorldModel
+
+
+class Agent(nn.Module):
+    """Holds every trained module; ``train_step`` is one full update (spec 1-4)."""
+
+    def __init__(
+        self,
+        world_model: WorldModel,
+        actor_critic: ActorCritic,
+        optimizer: Callable[[list[torch.nn.Parameter]], Optimizer],
+    ):
+        super().__init__()
+        self.world_model = world_model
+        self.actor_critic = actor_critic
+        self.optimizer = optimizer(list(self.parameters()))
+        self.loss_scales = {**world_model.loss_scales, **actor_critic.loss_scales}
+        self.register_buffer("updates", torch.zeros((), dtype=torch.long))
+
+    @property
+    def device(self) -> torch.device:
+        return self.updates.device
+
+    def initial_state(self, count: int) -> Latent:
+        return self.world_model.rssm.initial(count, self.device)
+
+    @torch.no_grad()
+    def act(
+        self, obs: dict[str, np.ndarray], latent: Latent, explore: bool = True
+    ) -> tuple[np.ndarray, Latent]:
+        """One policy step for a batch of environments (n, ...).
+
+        ``obs["action"]`` is the action that led to each observation.
+        Returns actions (n, A) and the posterior latents (n, ...).
+        """
+        inputs = {key: torch.as_tensor(value, device=self.device) for key, value in obs.items()}
+        embedding = self.world_model.encoder(inputs)  # (n, E)
+        latent, _ = self.world_model.rssm.obs_step(latent, inputs["action"].float(), embedding, inputs["is_first"])
+        policy = self.actor_critic.policy(latent.features())
+        action = policy.sample() if explore else policy.mode()
+        return action.cpu().numpy(), latent
+
+    def train_step(self, batch: dict[str, torch.Tensor], start: Latent) -> tuple[dict[str, torch.Tensor], Latent]:
+        """World-model and actor-critic losses, one backward, one optimiser step.
+
+        Returns detached metrics and the posterior latents (B, T, ...) for the replay.
+        """
+        wm_losses, posterior, metrics = self.world_model.loss(batch, start)
+        ac_losses, ac_metrics = self.actor_critic.loss(self.world_model, posterior, batch)
+        losses = {**wm_losses, **ac_losses}
+        total = sum(self.loss_scales[name] * value for name, value in losses.items())
+        self.optimizer.zero_grad()
+        total.backward()
+        metrics.update(self.optimizer.step())
+        self.actor_critic.update_slow_critic()
+        self.world_model.objective.after_update()
+        self.updates += 1
+        metrics.update(ac_metrics)
+        metrics.update({f"loss/{name}": value.detach() for name, value in losses.items()})
+        metrics["loss/total"] = total.detach()
+        return metrics, posterior.detach()

@@ -1,0 +1,46 @@
+"""The environment interface every suite implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ActionSpace:
+    """Agent-side action space: one-hot of ``size`` if discrete, else a box in [-1, 1]."""
+
+    size: int
+    discrete: bool
+
+
+class Env:
+    """Steps return a dict observation; ``step`` after ``is_last`` starts a new episode.
+
+    ``obs_space`` maps each observation key the agent sees to its shape;
+    ``action_space`` is an :class:`ActionSpace`.
+    """
+
+    obs_space: dict[str, tuple[int, ...]]
+    action_space: ActionSpace
+
+    def reset(self) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def step(self, action: np.ndarray) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+def transition(obs: dict[str, np.ndarray], reward: float, first: bool, last: bool, terminal: bool) -> dict:
+    """Attach the bookkeeping keys of the common observation format."""
+    return {
+        **obs,
+        "reward": np.float32(reward),
+        "is_first": np.bool_(first),
+        "is_last": np.bool_(last),
+        "is_terminal": np.bool_(terminal),
+    }

@@ -1,0 +1,94 @@
+"""Metrics go to one :class:`Logger` that forwards them to interchangeable sinks."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+class Sink:
+    def write(self, step: int, metrics: dict[str, float]) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class JSONLSink(Sink):
+    """One JSON object per line with ``step`` and the metrics, flushed every write."""
+
+    def __init__(self, path: str | Path):
+        self.file = open(path, "a", encoding="utf-8")
+
+    def write(self, step: int, metrics: dict[str, float]) -> None:
+        record = {"step": step, **{k: (v if math.isfinite(v) else str(v)) for k, v in metrics.items()}}
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class TerminalSink(Sink):
+    """Logs returns and a few losses through Python logging."""
+
+    KEYS = ("episode/return", "eval/return", "train/loss/total", "fps")
+
+    def write(self, step: int, metrics: dict[str, float]) -> None:
+        shown = {key: metrics[key] for key in self.KEYS if key in metrics}
+        if shown:
+            log.info("step %d  %s", step, "  ".join(f"{k} {v:.4g}" for k, v in shown.items()))
+
+
+class WandbSink(Sink):
+    """Forwards metrics to Weights & Biases (``logger.wandb=true``)."""
+
+    def __init__(self, config: dict, run_dir: str | Path, project: str, **kwargs):
+        import wandb  # imported here: wandb is optional
+
+        self.run = wandb.init(project=project, config=config, dir=str(run_dir), **kwargs)
+
+    def write(self, step: int, metrics: dict[str, float]) -> None:
+        self.run.log(metrics, step=step)
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+class Logger:
+    """Fans metrics out to every sink."""
+
+    def __init__(self, sinks: list[Sink]):
+        self.sinks = sinks
+
+    def write(self, step: int, metrics: dict[str, float]) -> None:
+        if metrics:
+            for sink in self.sinks:
+                sink.write(step, metrics)
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            sink.close()
+
+
+class Mean:
+    """Running means of scalar metrics between two writes."""
+
+    def __init__(self):
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, metrics: dict[str, float]) -> None:
+        for key, value in metrics.items():
+            self.sums[key] = self.sums.get(key, 0.0) + float(value)
+            self.counts[key] = self.counts.get(key, 0) + 1
+
+    def result(self) -> dict[str, float]:
+        out = {key: self.sums[key] / self.counts[key] for key in self.sums}
+        self.sums.clear()
+        self.counts.clear()
+        return out

@@ -1,0 +1,156 @@
+"""Building blocks: RMSNorm, MLPs, block-diagonal linear layers, CNN encoder (spec 1)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from dreamer.functional import block_diagonal_init_bound, symlog
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square normalisation over the last axis with a learned scale."""
+
+    def __init__(self, size: int, eps: float = 1e-4):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(size))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, (x.shape[-1],), self.scale, self.eps)
+
+
+class NormedLinear(nn.Sequential):
+    """Linear, RMSNorm, SiLU: the hidden layer used everywhere in DreamerV3."""
+
+    def __init__(self, in_size: int, out_size: int):
+        super().__init__(nn.Linear(in_size, out_size, bias=False), RMSNorm(out_size), nn.SiLU())
+
+
+class MLP(nn.Module):
+    """``layers`` hidden NormedLinear layers, then an optional output layer.
+
+    ``out_scale`` rescales the output layer's initial weights; 0 zero-initialises it
+    (reward and critic heads, spec 1 and 3).
+    """
+
+    def __init__(self, in_size: int, out_size: int | None, layers: int, units: int, out_scale: float = 1.0):
+        super().__init__()
+        hidden = []
+        for index in range(layers):
+            hidden.append(NormedLinear(in_size if index == 0 else units, units))
+        self.hidden = nn.Sequential(*hidden)
+        last = units if layers else in_size
+        self.out = None
+        if out_size is not None:
+            self.out = nn.Linear(last, out_size)
+            with torch.no_grad():
+                self.out.weight.mul_(out_scale)
+                self.out.bias.zero_()
+        self.out_size = out_size if out_size is not None else last
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.hidden(x)
+        return self.out(x) if self.out is not None else x
+
+
+class BlockLinear(nn.Module):
+    """Block-diagonal linear map: ``blocks`` independent (in/blocks -> out/blocks) layers."""
+
+    def __init__(self, in_size: int, out_size: int, blocks: int, bias: bool = True):
+        super().__init__()
+        if in_size % blocks or out_size % blocks:
+            raise ValueError(f"BlockLinear sizes {in_size}->{out_size} must divide into {blocks} blocks")
+        self.blocks = blocks
+        bound = block_diagonal_init_bound(in_size // blocks)
+        self.weight = nn.Parameter(torch.empty(blocks, in_size // blocks, out_size // blocks).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.zeros(out_size)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        leading = x.shape[:-1]
+        x = x.reshape(-1, self.blocks, x.shape[-1] // self.blocks).transpose(0, 1)  # (G, N, I)
+        x = torch.bmm(x, self.weight).transpose(0, 1).reshape(*leading, -1)  # (..., G*O)
+        return x + self.bias if self.bias is not None else x
+
+
+class ChannelNorm(RMSNorm):
+    """RMSNorm over the channels of an NCHW image."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class ConvEncoder(nn.Module):
+    """CNN over (..., H, W, C) uint8 images -> (..., E) (spec 1).
+
+    Stages of ``depth * mult`` channels: kernel 5 stride 1 conv, 2x2 max-pool,
+    channel RMSNorm, SiLU; flattened once the image is 4x4 or smaller.
+    """
+
+    def __init__(self, image_shape: Sequence[int], depth: int, mults: Sequence[int] = (2, 3, 4, 4), kernel: int = 5):
+        super().__init__()
+        height, width, channels = image_shape
+        stages = []
+        for mult in mults:
+            stages += [
+                nn.Conv2d(channels, depth * mult, kernel, padding="same", bias=False),
+                nn.MaxPool2d(2),
+                ChannelNorm(depth * mult),
+                nn.SiLU(),
+            ]
+            channels = depth * mult
+            height, width = height // 2, width // 2
+        self.stages = nn.Sequential(*stages)
+        self.out_size = channels * height * width
+        self.out_shape = (channels, height, width)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        leading = image.shape[:-3]
+        x = image.reshape(-1, *image.shape[-3:]).permute(0, 3, 1, 2)  # (N, C, H, W)
+        x = x.float() / 255.0 - 0.5
+        x = self.stages(x)
+        return x.reshape(*leading, -1)  # (..., E_cnn)
+
+
+class MultiEncoder(nn.Module):
+    """Encodes an observation dict: CNN for image keys, MLP for vector keys (spec 1)."""
+
+    def __init__(
+        self,
+        obs_space: dict[str, tuple[int, ...]],
+        cnn_keys: Sequence[str],
+        mlp_keys: Sequence[str],
+        depth: int,
+        mlp_layers: int,
+        mlp_units: int,
+        cnn_mults: Sequence[int] = (2, 3, 4, 4),
+        kernel: int = 5,
+    ):
+        super().__init__()
+        self.cnn_keys = list(cnn_keys)
+        self.mlp_keys = list(mlp_keys)
+        self.out_size = 0
+        self.cnn = None
+        self.mlp = None
+        if self.cnn_keys:
+            first = obs_space[self.cnn_keys[0]]
+            channels = sum(obs_space[key][-1] for key in self.cnn_keys)
+            self.cnn = ConvEncoder((first[0], first[1], channels), depth, cnn_mults, kernel)
+            self.out_size += self.cnn.out_size
+        if self.mlp_keys:
+            in_size = sum(int(torch.tensor(obs_space[key]).prod()) for key in self.mlp_keys)
+            self.mlp = MLP(in_size, None, mlp_layers, mlp_units)
+            self.out_size += self.mlp.out_size
+
+    def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        parts = []
+        if self.cnn is not None:
+            parts.append(self.cnn(torch.cat([obs[key] for key in self.cnn_keys], -1)))
+        if self.mlp is not None:
+            leading = obs[self.mlp_keys[0]].shape[: obs[self.mlp_keys[0]].dim() - 1]
+            vectors = torch.cat([obs[key].reshape(*leading, -1).float() for key in self.mlp_keys], -1)
+            parts.append(self.mlp(symlog(vectors)))
+        return torch.cat(parts, -1) if len(parts) > 1 else parts[0]  # (..., E)

@@ -1,0 +1,53 @@
+"""The interface every representation objective implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from dreamer.rssm import Latent
+    from dreamer.world_model import WorldModel
+
+
+@dataclass(frozen=True)
+class ObjectiveShapes:
+    """What an objective needs to know to build its own modules."""
+
+    feature_size: int  # F = S*K + D
+    embed_size: int  # E
+    obs_space: dict[str, tuple[int, ...]]
+    cnn_keys: tuple[str, ...]
+    mlp_keys: tuple[str, ...]
+    model: dict = field(default_factory=dict)  # sizes of the world model (depth, units, blocks, ...)
+
+
+@dataclass
+class ObjectiveInputs:
+    """What the world model hands to the objective on every update."""
+
+    batch: dict[str, torch.Tensor]  # observations (B, T, ...)
+    embeddings: torch.Tensor  # (B, T, E), with gradient to the encoder
+    features: torch.Tensor  # (B, T, F), posterior features with gradient
+    posterior: "Latent"  # (B, T, ...)
+    start: "Latent"  # (B, ...) state the posterior rollout started from
+    world_model: "WorldModel"
+
+
+class RepresentationObjective(nn.Module):
+    """Owns its modules and hyperparameters; returns named, unscaled losses.
+
+    ``scales`` maps each returned loss name to its weight in the world-model loss.
+    Losses are per-sample (B, T) tensors or scalars; the world model averages them.
+    """
+
+    scales: dict[str, float]
+
+    def forward(self, inputs: ObjectiveInputs) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        raise NotImplementedError
+
+    def after_update(self) -> None:
+        """Hook run after each optimiser step (EMA targets, prototype normalisation)."""
