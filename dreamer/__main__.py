@@ -1,3 +1,3 @@
-from dreamer.train import main
+from dreamer.train import cli
 
-main()
+cli()

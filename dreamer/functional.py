@@ -188,3 +188,47 @@ def percentile_range(values: torch.Tensor, low: float = 0.05, high: float = 0.95
 def block_diagonal_init_bound(fan_in: int) -> float:
     """Uniform init bound of a linear layer with ``fan_in`` inputs (PyTorch's default)."""
     return 1.0 / math.sqrt(fan_in)
+
+
+def sinkhorn(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3) -> torch.Tensor:
+    """Sinkhorn-Knopp soft assignment of N samples to P prototypes, in log space (spec 2).
+
+    scores: (N, P).  Alternately normalises prototype columns to total 1/P and sample
+    rows to total 1/N; returns (N, P) targets whose rows sum to one and whose columns
+    approach N/P.
+    """
+    samples, prototypes = scores.shape
+    log_q = scores.float() / epsilon
+    log_q = log_q - torch.logsumexp(log_q.flatten(), 0)
+    for _ in range(iterations):
+        log_q = log_q - torch.logsumexp(log_q, 0, keepdim=True) - math.log(prototypes)
+        log_q = log_q - torch.logsumexp(log_q, 1, keepdim=True) - math.log(samples)
+    return torch.exp(log_q) * samples
+
+
+def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Shift each sequence of images by up to ``pad`` pixels (spec 2, dreamerpro).
+
+    images: (B, T, H, W, C).  One integer shift per sequence, the same for all T steps,
+    with replicate padding, applied by bilinear sampling.  Keeps shape and dtype.
+    """
+    batch, length, height, width, channels = images.shape
+    shifts = torch.randint(-pad, pad + 1, (batch, 2), generator=generator).to(images.device)  # (B, 2) in pixels
+    x = images.float().permute(0, 1, 4, 2, 3).reshape(batch, length * channels, height, width)  # (B, T*C, H, W)
+    ys = torch.linspace(-1.0, 1.0, height, device=images.device)
+    xs = torch.linspace(-1.0, 1.0, width, device=images.device)
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")  # (H, W)
+    grid = torch.stack([grid_x, grid_y], -1).unsqueeze(0).repeat(batch, 1, 1, 1)  # (B, H, W, 2)
+    scale = torch.tensor([2.0 / max(width - 1, 1), 2.0 / max(height - 1, 1)], device=images.device)
+    grid = grid + (shifts.float() * scale).view(batch, 1, 1, 2)  # shifts[:, 0] along x, [:, 1] along y
+    shifted = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    shifted = shifted.reshape(batch, length, channels, height, width).permute(0, 1, 3, 4, 2)
+    if images.dtype == torch.uint8:
+        return shifted.round().clamp(0, 255).to(torch.uint8)
+    return shifted.to(images.dtype)
+
+
+@torch.no_grad()
+def ema_update_(target: list[torch.Tensor], online: list[torch.Tensor], fraction: float) -> None:
+    """``target <- (1 - fraction) * target + fraction * online``, in place."""
+    torch._foreach_lerp_(target, online, fraction)

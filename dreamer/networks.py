@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import torch
@@ -115,6 +116,18 @@ class ConvEncoder(nn.Module):
         return x.reshape(*leading, -1)  # (..., E_cnn)
 
 
+def encoder_keys(obs_space: dict[str, tuple[int, ...]], cnn_pattern: str, mlp_pattern: str) -> tuple[list, list]:
+    """Image keys (H, W, C) matching ``cnn_pattern`` and vector keys matching ``mlp_pattern``."""
+    cnn = [key for key, shape in obs_space.items() if len(shape) == 3 and re.fullmatch(cnn_pattern, key)]
+    mlp = [key for key, shape in obs_space.items() if len(shape) == 1 and re.fullmatch(mlp_pattern, key)]
+    if not cnn and not mlp:
+        raise ValueError(
+            f"observation keys {sorted(obs_space)} match neither encoder "
+            f"(model.cnn_keys={cnn_pattern!r}, model.mlp_keys={mlp_pattern!r})"
+        )
+    return cnn, mlp
+
+
 class MultiEncoder(nn.Module):
     """Encodes an observation dict: CNN for image keys, MLP for vector keys (spec 1)."""
 
@@ -154,3 +167,48 @@ class MultiEncoder(nn.Module):
             vectors = torch.cat([obs[key].reshape(*leading, -1).float() for key in self.mlp_keys], -1)
             parts.append(self.mlp(symlog(vectors)))
         return torch.cat(parts, -1) if len(parts) > 1 else parts[0]  # (..., E)
+
+
+class ConvDecoder(nn.Module):
+    """Features (..., F) -> images (..., H, W, C) in [0, 1] space, mirroring :class:`ConvEncoder`.
+
+    Deterministic features enter through a block-linear layer and stochastic ones
+    through a linear layer (spec 2, dreamer); both produce the 4x4 x channels start.
+    """
+
+    def __init__(
+        self,
+        deter: int,
+        stoch_flat: int,
+        image_shape: Sequence[int],
+        depth: int,
+        blocks: int,
+        mults: Sequence[int] = (2, 3, 4, 4),
+        kernel: int = 5,
+    ):
+        super().__init__()
+        height, width, channels = image_shape
+        self.image_shape = tuple(image_shape)
+        scale = 2 ** len(mults)
+        self.start_shape = (depth * mults[-1], height // scale, width // scale)
+        start_size = self.start_shape[0] * self.start_shape[1] * self.start_shape[2]
+        self.deter_size = deter
+        self.from_deter = BlockLinear(deter, start_size, blocks) if start_size % blocks == 0 else nn.Linear(deter, start_size)
+        self.from_stoch = nn.Linear(stoch_flat, start_size, bias=False)
+        stages = []
+        in_channels = self.start_shape[0]
+        out_channels = [depth * mult for mult in reversed(mults[:-1])] + [channels]
+        for index, out in enumerate(out_channels):
+            stages += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(in_channels, out, kernel, padding="same")]
+            if index < len(out_channels) - 1:
+                stages += [ChannelNorm(out), nn.SiLU()]
+            in_channels = out
+        self.stages = nn.Sequential(*stages)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        leading = features.shape[:-1]
+        stoch, deter = features[..., : -self.deter_size], features[..., -self.deter_size :]
+        x = self.from_deter(deter) + self.from_stoch(stoch)  # (..., C*h*w)
+        x = x.reshape(-1, *self.start_shape)  # (N, C, 4, 4)
+        x = self.stages(x) + 0.5  # (N, C, H, W), pixels in [0, 1] space
+        return x.permute(0, 2, 3, 1).reshape(*leading, *self.image_shape)

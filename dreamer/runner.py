@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import re
 import time
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from tqdm import tqdm
 
 from dreamer.agent import Agent
 from dreamer.envs import EnvBatch
+from dreamer.networks import encoder_keys
 from dreamer.logger import JSONLSink, Logger, Mean, TerminalSink, WandbSink
 from dreamer.replay import Replay
 
@@ -33,18 +33,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def encoder_keys(obs_space: dict[str, tuple[int, ...]], cnn_pattern: str, mlp_pattern: str) -> tuple[list, list]:
-    """Image keys (H, W, C) matching ``cnn_pattern`` and vector keys matching ``mlp_pattern``."""
-    cnn = [key for key, shape in obs_space.items() if len(shape) == 3 and re.fullmatch(cnn_pattern, key)]
-    mlp = [key for key, shape in obs_space.items() if len(shape) == 1 and re.fullmatch(mlp_pattern, key)]
-    if not cnn and not mlp:
-        raise ValueError(
-            f"observation keys {sorted(obs_space)} match neither encoder "
-            f"(model.cnn_keys={cnn_pattern!r}, model.mlp_keys={mlp_pattern!r})"
-        )
-    return cnn, mlp
 
 
 def build_agent(cfg: DictConfig, obs_space: dict, action_space, device: torch.device) -> Agent:
@@ -83,6 +71,16 @@ def save_checkpoint(path: Path, state: dict) -> None:
         file.flush()
         os.fsync(file.fileno())
     os.replace(temporary, path)
+
+
+def save_image_grid(path: Path, grid: torch.Tensor) -> None:
+    """Write (B, rows, T, H, W, C) images in [0, 1] as one PNG: sequences stacked, time across."""
+    from PIL import Image
+
+    batch, rows, length, height, width, channels = grid.shape
+    image = grid.permute(0, 1, 3, 2, 4, 5).reshape(batch * rows * height, length * width, channels)
+    pixels = (image.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels).save(path)
 
 
 def to_floats(metrics: dict[str, torch.Tensor], prefix: str) -> dict[str, float]:
@@ -208,7 +206,22 @@ class Runner:
         returns = evaluate(self.agent, self.eval_envs)
         metrics = {"eval/return": float(np.mean(returns)), "eval/return_std": float(np.std(returns))}
         self.logger.write(step, metrics)
+        self.save_report(step)
         return {"eval/return": metrics["eval/return"]}
+
+    @torch.no_grad()
+    def save_report(self, step: int, sequences: int = 4) -> None:
+        """Image grids from the objective's report (open-loop predictions for ``dreamer``)."""
+        if not self.replay.can_sample(self.cfg.batch_length):
+            return
+        batch, start, _ = self.replay.sample(sequences, self.cfg.batch_length)
+        batch = {key: value.to(self.device) for key, value in batch.items()}
+        start = type(start)(start.deter.to(self.device), start.stoch.to(self.device))
+        inputs, _ = self.agent.world_model.observe(batch, start)
+        for key, grid in self.agent.world_model.objective.report(inputs).items():
+            path = self.run_dir / "openloop" / f"{key}_{step:08d}.png"
+            path.parent.mkdir(exist_ok=True)
+            save_image_grid(path, grid)
 
     def checkpoint(self, step: int) -> dict:
         return {

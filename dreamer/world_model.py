@@ -11,7 +11,7 @@ from torch import nn
 from dreamer.distributions import Bernoulli, TwoHot
 from dreamer.functional import kl_balance, twohot_bins
 from dreamer.networks import MLP, MultiEncoder
-from dreamer.representation.base import ObjectiveInputs, ObjectiveShapes, RepresentationObjective
+from dreamer.representation.base import ObjectiveInputs, ObjectiveContext, RepresentationObjective
 from dreamer.rssm import RSSM, Latent
 
 
@@ -22,7 +22,7 @@ class WorldModel(nn.Module):
         self,
         obs_space: dict[str, tuple[int, ...]],
         action_size: int,
-        representation: Callable[[ObjectiveShapes], RepresentationObjective],
+        representation: Callable[[ObjectiveContext], RepresentationObjective],
         cnn_keys: Sequence[str],
         mlp_keys: Sequence[str],
         deter: int,
@@ -48,15 +48,19 @@ class WorldModel(nn.Module):
         self.register_buffer("bins", twohot_bins(bins), persistent=False)
         self.kl_free = kl_free
         self.loss_scales = {"dyn": 1.0, "rep": 0.1, "reward": 1.0, "cont": 1.0, **(loss_scales or {})}
-        shapes = ObjectiveShapes(
+        context = ObjectiveContext(
             feature_size=feature_size,
             embed_size=self.encoder.out_size,
             obs_space=dict(obs_space),
             cnn_keys=tuple(cnn_keys),
             mlp_keys=tuple(mlp_keys),
-            model=dict(deter=deter, hidden=hidden, stoch=stoch, classes=classes, blocks=blocks, depth=depth, units=units),
+            model=dict(
+                deter=deter, hidden=hidden, stoch=stoch, classes=classes, blocks=blocks,
+                depth=depth, units=units, layers=encoder_layers,
+            ),
+            encoder=self.encoder,
         )
-        self.objective = representation(shapes)
+        self.objective = representation(context)
         self.loss_scales.update(self.objective.scales)
 
     def reward(self, features: torch.Tensor) -> TwoHot:
@@ -69,22 +73,28 @@ class WorldModel(nn.Module):
         self, batch: dict[str, torch.Tensor], start: Latent
     ) -> tuple[dict[str, torch.Tensor], Latent, dict[str, torch.Tensor]]:
         """Unscaled mean losses, the posterior latents (B, T, ...) and metrics."""
-        embeddings = self.encoder(batch)  # (B, T, E)
-        posterior, posterior_probs = self.rssm.observe(start, batch["action"], embeddings, batch["is_first"])
+        batch_size = batch["reward"].shape[0]
+        batch, start = self.objective.prepare(batch, start)  # may add views: (B', T, ...)
+        inputs, posterior_probs = self.observe(batch, start)
+        posterior, features = inputs.posterior, inputs.features
         prior_probs = self.rssm.prior_probs(posterior.deter)  # (B, T, S, K)
         dyn, rep = kl_balance(posterior_probs, prior_probs, self.kl_free)  # (B, T) each
-        features = posterior.features()  # (B, T, F)
         losses = {
             "dyn": dyn.mean(),
             "rep": rep.mean(),
             "reward": self.reward(features).nll(batch["reward"]).mean(),
             "cont": self.continues(features).nll(1.0 - batch["is_terminal"].float()).mean(),
         }
-        objective_losses, metrics = self.objective(
-            ObjectiveInputs(batch, embeddings, features, posterior, start, self)
-        )
+        objective_losses, metrics = self.objective(inputs)
         losses.update({name: value.mean() for name, value in objective_losses.items()})
         with torch.no_grad():
             metrics["posterior_entropy"] = -(posterior_probs * posterior_probs.log()).sum((-2, -1)).mean()
             metrics["prior_entropy"] = -(prior_probs * prior_probs.log()).sum((-2, -1)).mean()
-        return losses, posterior, metrics
+        first_view = Latent(posterior.deter[:batch_size], posterior.stoch[:batch_size])
+        return losses, first_view, metrics
+
+    def observe(self, batch: dict[str, torch.Tensor], start: Latent) -> tuple[ObjectiveInputs, torch.Tensor]:
+        """Encode a (B, T) batch and roll the posterior; also returns its probs (B, T, S, K)."""
+        embeddings = self.encoder(batch)  # (B, T, E)
+        posterior, posterior_probs = self.rssm.observe(start, batch["action"], embeddings, batch["is_first"])
+        return ObjectiveInputs(batch, embeddings, posterior.features(), posterior, start, self), posterior_probs

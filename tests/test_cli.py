@@ -55,3 +55,20 @@ def test_train_cli_continuous_actions_and_pixels(tmp_path, overrides):
     rows = read_metrics(tmp_path)
     assert any("train/loss/total" in row for row in rows)
     assert rows[-1]["step"] == 200 and "eval/return" in rows[-1]
+
+
+def test_multirun_sweeps_all_four_variants(tmp_path):
+    result = run_cli(
+        "-m", "rep_variant=dreamer,r2dreamer,infonce,dreamerpro", "seed=0", *QUICK,
+        "env.obs=both", "steps=150", "eval_every=0", f"hydra.sweep.dir={tmp_path}", timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    variants = set()
+    for job in sorted(p for p in tmp_path.iterdir() if p.is_dir() and p.name.isdigit()):
+        config = yaml.safe_load((job / "config.yaml").read_text())
+        variants.add(config["rep_variant"]["_target_"].rsplit(".", 1)[-1])
+        rows = read_metrics(job)
+        assert rows[-1]["step"] == 150 and "eval/return" in rows[-1]
+        assert any("train/loss/total" in row for row in rows)
+    assert variants == {"ReconstructionObjective", "BarlowTwinsObjective", "InfoNCEObjective", "PrototypeObjective"}
+    assert list(tmp_path.glob("0/openloop/*.png"))  # the dreamer job renders open-loop predictions

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import logging
+import os
 
-import gymnasium
-import numpy as np
-from PIL import Image
+# Rendering needs no display or sound device.
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 
-from dreamer.envs.base import ActionSpace, Env, transition
+import gymnasium  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from dreamer.envs.base import ActionSpace, Env, transition  # noqa: E402
 
 log = logging.getLogger(__name__)
 

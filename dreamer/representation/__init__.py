@@ -4,6 +4,6 @@ Each objective is an :class:`~dreamer.representation.base.RepresentationObjectiv
 the world model calls it without knowing which one it is.
 """
 
-from dreamer.representation.base import ObjectiveInputs, ObjectiveShapes, RepresentationObjective
+from dreamer.representation.base import ObjectiveInputs, ObjectiveContext, RepresentationObjective
 
-__all__ = ["ObjectiveInputs", "ObjectiveShapes", "RepresentationObjective"]
+__all__ = ["ObjectiveInputs", "ObjectiveContext", "RepresentationObjective"]

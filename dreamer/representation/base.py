@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class ObjectiveShapes:
+class ObjectiveContext:
     """What an objective needs to know to build its own modules."""
 
     feature_size: int  # F = S*K + D
@@ -23,6 +23,7 @@ class ObjectiveShapes:
     cnn_keys: tuple[str, ...]
     mlp_keys: tuple[str, ...]
     model: dict = field(default_factory=dict)  # sizes of the world model (depth, units, blocks, ...)
+    encoder: nn.Module | None = None  # the online encoder, for objectives that keep an EMA copy
 
 
 @dataclass
@@ -46,8 +47,20 @@ class RepresentationObjective(nn.Module):
 
     scales: dict[str, float]
 
+    def prepare(self, batch: dict[str, torch.Tensor], start: "Latent") -> tuple[dict[str, torch.Tensor], "Latent"]:
+        """Transform the replay batch before the encoder (augmentation, duplicated views).
+
+        May grow the batch axis; the world model keeps the first B sequences for the
+        actor-critic and the replay.  Default: unchanged.
+        """
+        return batch, start
+
     def forward(self, inputs: ObjectiveInputs) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         raise NotImplementedError
+
+    def report(self, inputs: ObjectiveInputs) -> dict[str, torch.Tensor]:
+        """Optional visual report: image grids (rows, T, H, W, C) in [0, 1] per key."""
+        return {}
 
     def after_update(self) -> None:
         """Hook run after each optimiser step (EMA targets, prototype normalisation)."""

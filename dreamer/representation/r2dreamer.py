@@ -6,15 +6,15 @@ import torch
 from torch import nn
 
 from dreamer.functional import barlow_twins_loss
-from dreamer.representation.base import ObjectiveInputs, ObjectiveShapes, RepresentationObjective
+from dreamer.representation.base import ObjectiveInputs, ObjectiveContext, RepresentationObjective
 
 
 class BarlowTwinsObjective(RepresentationObjective):
     """``L_BT(P(s_t), sg(e_t))`` with a bias-free linear projector P: F -> E."""
 
-    def __init__(self, shapes: ObjectiveShapes, off_diagonal_weight: float = 5e-4, scale: float = 0.05):
+    def __init__(self, context: ObjectiveContext, off_diagonal_weight: float = 5e-4, scale: float = 0.05):
         super().__init__()
-        self.projector = nn.Linear(shapes.feature_size, shapes.embed_size, bias=False)
+        self.projector = nn.Linear(context.feature_size, context.embed_size, bias=False)
         self.off_diagonal_weight = off_diagonal_weight
         self.scales = {"barlow": scale}
 

@@ -1,0 +1,37 @@
+"""Bad configuration stops before anything starts: one line, exit code 2, no output."""
+
+import pytest
+
+from test_cli import run_cli
+
+CASES = [
+    ("model=huge", "model=huge is not a known option; choose one of:"),
+    ("rep_variant=bogus", "rep_variant=bogus is not a known option"),
+    ("optimizer=sgd", "optimizer=sgd is not a known option; choose one of: adam, laprop"),
+    ("env=nope", "env=nope is not a known option"),
+    ("env.id=CartPol-v1", "env.id=CartPol-v1 is not a registered gymnasium environment; similar: CartPole-v0"),
+    ("steps=0", "steps=0 is invalid; it must be a number > 0"),
+    ("batch_length=1", "batch_length=1 is invalid; it must be a number >= 2"),
+    ("train_ratio=-1", "train_ratio=-1 is invalid; it must be a number > 0"),
+    ("env.obs=pixels env.size=[60,60]", "env.size=[60, 60] is invalid: both sides must be positive multiples of the encoder's stride 16"),
+    ("model.mlp_keys=foo", "observation keys ['state'] match neither encoder"),
+    ("device=tpu", "device=tpu is not one of auto, cpu, cuda"),
+    ("nosuchkey=3", "Could not override 'nosuchkey'"),
+]
+
+
+@pytest.mark.parametrize("overrides, message", CASES)
+def test_bad_config_one_line_exit_2_and_no_output(tmp_path, overrides, message):
+    run_dir = tmp_path / "run"
+    result = run_cli(*overrides.split(), f"hydra.run.dir={run_dir}")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert not run_dir.exists()
+
+
+def test_bad_value_inside_a_sweep_is_caught_before_any_job(tmp_path):
+    result = run_cli("-m", "rep_variant=r2dreamer,bogus", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert result.returncode == 2 and "rep_variant=bogus" in result.stderr
+    assert not (tmp_path / "sweep").exists()
