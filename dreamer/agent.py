@@ -14,6 +14,9 @@ from dreamer.rssm import Latent
 from dreamer.world_model import WorldModel
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
 class Agent(nn.Module):
     """Holds every trained module; ``train_step`` is one full update (spec 1-4)."""
 
@@ -22,13 +25,18 @@ class Agent(nn.Module):
         world_model: WorldModel,
         actor_critic: ActorCritic,
         optimizer: Callable[[list[torch.nn.Parameter]], Optimizer],
+        precision: str = "fp32",
     ):
         super().__init__()
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision={precision!r} is not one of {', '.join(PRECISIONS)}")
+        self.precision = precision
         self.world_model = world_model
         self.actor_critic = actor_critic
         self.optimizer = optimizer(list(self.parameters()))
         self.loss_scales = {**world_model.loss_scales, **actor_critic.loss_scales}
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))
+        self.inject_nan: str | None = None  # test hook: name of a loss to make NaN
 
     @property
     def device(self) -> torch.device:
@@ -36,6 +44,10 @@ class Agent(nn.Module):
 
     def initial_state(self, count: int) -> Latent:
         return self.world_model.rssm.initial(count, self.device)
+
+    def autocast(self) -> torch.autocast:
+        """Mixed precision for the losses; weights and optimiser stay in float32."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     @torch.no_grad()
     def act(
@@ -53,15 +65,23 @@ class Agent(nn.Module):
         action = policy.sample() if explore else policy.mode()
         return action.cpu().numpy(), latent
 
-    def train_step(self, batch: dict[str, torch.Tensor], start: Latent) -> tuple[dict[str, torch.Tensor], Latent]:
+    def train_step(
+        self, batch: dict[str, torch.Tensor], start: Latent
+    ) -> tuple[dict[str, torch.Tensor], Latent, list[str]]:
         """World-model and actor-critic losses, one backward, one optimiser step.
 
-        Returns detached metrics and the posterior latents (B, T, ...) for the replay.
+        Returns detached metrics, the posterior latents (B, T, ...) for the replay, and the
+        names of non-finite losses: when there are any, nothing is updated.
         """
-        wm_losses, posterior, metrics = self.world_model.loss(batch, start)
-        ac_losses, ac_metrics = self.actor_critic.loss(self.world_model, posterior, batch)
+        with self.autocast():
+            wm_losses, posterior, metrics = self.world_model.loss(batch, start)
+            ac_losses, ac_metrics = self.actor_critic.loss(self.world_model, posterior, batch)
         losses = {**wm_losses, **ac_losses}
+        if self.inject_nan is not None:
+            losses[self.inject_nan] = losses[self.inject_nan] * float("nan")
         total = sum(self.loss_scales[name] * value for name, value in losses.items())
+        if not torch.isfinite(total):
+            return {}, posterior.detach(), [name for name, value in losses.items() if not torch.isfinite(value)]
         self.optimizer.zero_grad()
         total.backward()
         metrics.update(self.optimizer.step())
@@ -71,4 +91,4 @@ class Agent(nn.Module):
         metrics.update(ac_metrics)
         metrics.update({f"loss/{name}": value.detach() for name, value in losses.items()})
         metrics["loss/total"] = total.detach()
-        return metrics, posterior.detach()
+        return metrics, posterior.detach(), []

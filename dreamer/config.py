@@ -50,6 +50,10 @@ def validate(cfg: DictConfig) -> None:
             f"replay.capacity={cfg.replay.capacity} is too small: it must hold batch_length + 1 = "
             f"{cfg.batch_length + 1} steps for each of env_num={cfg.env_num} environments"
         )
+    from dreamer.agent import PRECISIONS
+
+    if cfg.precision not in PRECISIONS:
+        raise ConfigError(f"precision={cfg.precision} is not one of {', '.join(PRECISIONS)}")
     if cfg.device not in DEVICES and not str(cfg.device).startswith("cuda:"):
         raise ConfigError(f"device={cfg.device} is not one of {', '.join(DEVICES)} (or cuda:N)")
     if str(cfg.device).startswith("cuda"):

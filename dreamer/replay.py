@@ -77,12 +77,27 @@ class Replay:
         self.stoch[rows, envs] = posterior.stoch.detach().argmax(-1).cpu().to(self.stoch.dtype)
 
     def state_dict(self) -> dict:
+        """The filled rows only (rows fill from 0 until the buffer wraps)."""
+        filled = slice(0, self.count)
         return {
-            "data": self.data, "deter": self.deter, "stoch": self.stoch,
-            "position": self.position, "count": self.count, "rng": self.rng.bit_generator.state,
+            "data": {key: buffer[filled].clone() for key, buffer in self.data.items()},
+            "deter": self.deter[filled].clone(),
+            "stoch": self.stoch[filled].clone(),
+            "position": self.position,
+            "count": self.count,
+            "rng": self.rng.bit_generator.state,
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.data, self.deter, self.stoch = state["data"], state["deter"], state["stoch"]
-        self.position, self.count = state["position"], state["count"]
+        count = state["count"]
+        if count > self.length or set(state["data"]) != set(self.data):
+            raise ValueError(
+                f"saved replay ({count} rows, keys {sorted(state['data'])}) does not fit this replay "
+                f"({self.length} rows, keys {sorted(self.data)})"
+            )
+        for key, buffer in self.data.items():
+            buffer[:count] = state["data"][key]
+        self.deter[:count] = state["deter"]
+        self.stoch[:count] = state["stoch"]
+        self.position, self.count = state["position"], count
         self.rng.bit_generator.state = state["rng"]

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import random
+import signal
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import hydra
@@ -19,6 +22,7 @@ from dreamer.envs import EnvBatch
 from dreamer.networks import encoder_keys
 from dreamer.logger import JSONLSink, Logger, Mean, TerminalSink, WandbSink
 from dreamer.replay import Replay
+from dreamer.rssm import Latent
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +33,22 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def seed_everything(seed: int) -> None:
+def seed_everything(seed: int, deterministic: bool = False) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True)
+
+
+def rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
 
 
 def build_agent(cfg: DictConfig, obs_space: dict, action_space, device: torch.device) -> Agent:
@@ -51,7 +67,7 @@ def build_agent(cfg: DictConfig, obs_space: dict, action_space, device: torch.de
         discrete=action_space.discrete,
     )
     optimizer = hydra.utils.instantiate(cfg.optimizer, _convert_="all")
-    return Agent(world_model, actor_critic, optimizer).to(device)
+    return Agent(world_model, actor_critic, optimizer, precision=cfg.precision).to(device)
 
 
 def replay_spaces(obs_space: dict, action_size: int) -> dict:
@@ -64,13 +80,48 @@ def replay_spaces(obs_space: dict, action_size: int) -> dict:
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    """Write atomically: temporary file, fsync, rename."""
+    """Write atomically: temporary file, fsync, rename, fsync of the directory."""
     temporary = path.with_name(path.name + ".tmp")
     with open(temporary, "wb") as file:
         torch.save(state, file)
         file.flush()
         os.fsync(file.fileno())
     os.replace(temporary, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def truncate_metrics(path: Path, last_step: int) -> None:
+    """Drop metric rows written after the checkpoint we resume from (they will be redone)."""
+    if not path.exists():
+        return
+    import json
+
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= last_step:
+                kept.append(line)
+        except (ValueError, KeyError):
+            continue  # a line cut short by a kill
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text("".join(line + "\n" for line in kept))
+    os.replace(temporary, path)
+
+
+def pickle_envs(envs: EnvBatch) -> bytes | None:
+    """Environment state for exact resume, or None where an env cannot be pickled."""
+    try:
+        return pickle.dumps(envs.envs)
+    except Exception:  # rendering back-ends and simulators often hold unpicklable handles
+        return None
+
+
+class NonFiniteLossError(RuntimeError):
+    """Too many updates in a row had a non-finite loss."""
 
 
 def save_image_grid(path: Path, grid: torch.Tensor) -> None:
@@ -107,6 +158,25 @@ def evaluate(agent: Agent, envs: EnvBatch) -> list[float]:
     return returns.tolist()
 
 
+@dataclass
+class LoopState:
+    """Everything the training loop carries from one iteration to the next."""
+
+    step: int = 0  # environment steps, action repeat included
+    updates_due: float = 0.0
+    last_log: int = 0
+    last_eval: int = 0
+    last_checkpoint: int = 0
+    nonfinite_in_row: int = 0
+    skipped_updates: int = 0
+    latest: dict = field(default_factory=dict)
+    episode_return: np.ndarray | None = None
+    episode_length: np.ndarray | None = None
+    obs: dict | None = None
+    latent: Latent | None = None
+    action: np.ndarray | None = None
+
+
 class Runner:
     """Owns environments, agent, replay and logger for one run directory."""
 
@@ -115,95 +185,189 @@ class Runner:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        seed_everything(cfg.seed)
+        seed_everything(cfg.seed, cfg.deterministic)
         self.device = resolve_device(cfg.device)
         make_env = hydra.utils.instantiate(cfg.env, _convert_="all")
         self.envs = EnvBatch(lambda index: make_env(seed=cfg.seed * 1000 + index), cfg.env_num)
         self.eval_envs = EnvBatch(lambda index: make_env(seed=cfg.seed * 1000 + 500 + index), cfg.eval_episodes)
         self.action_repeat = int(cfg.env.get("action_repeat", 1))
         self.agent = build_agent(cfg, self.envs.obs_space, self.envs.action_space, self.device)
+        self.agent.inject_nan = cfg.debug.inject_nan
         model = cfg.model.world_model
         self.replay = Replay(
             cfg.replay.capacity, cfg.env_num, replay_spaces(self.envs.obs_space, self.envs.action_space.size),
             model.deter, model.stoch, model.classes, seed=cfg.seed,
         )
+        self.means = Mean()
+        self.state = LoopState()
+        self.stop_signal: int | None = None
+        resumed = self.restore()
         sinks = [JSONLSink(self.run_dir / "metrics.jsonl"), TerminalSink()]
         if cfg.logger.wandb:
             sinks.append(WandbSink(OmegaConf.to_container(cfg, resolve=True), self.run_dir, cfg.logger.project))
         self.logger = Logger(sinks)
         parameters = sum(p.numel() for p in self.agent.parameters())
         log.info("agent has %.2fM parameters on %s; run dir %s", parameters / 1e6, self.device, self.run_dir)
+        if resumed:
+            log.info("resumed from step %d", self.state.step)
 
-    def train_once(self, means: Mean) -> None:
-        cfg = self.cfg
+    # -- checkpoints -------------------------------------------------------------
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / "checkpoint.pt"
+
+    def checkpoint(self) -> dict:
+        state = self.state
+        return {
+            "step": state.step,
+            "agent": self.agent.state_dict(),
+            "optimizer": self.agent.optimizer.state_dict(),
+            "replay": self.replay.state_dict(),
+            "loop": {k: v for k, v in vars(state).items() if k not in ("latent",)},
+            "latent": None if state.latent is None else (state.latent.deter.cpu(), state.latent.stoch.cpu()),
+            "means": (self.means.sums, self.means.counts),
+            "envs": pickle_envs(self.envs),
+            "eval_envs": pickle_envs(self.eval_envs),
+            "rng": rng_state(),
+            "config": OmegaConf.to_container(self.cfg, resolve=True),
+        }
+
+    def save(self) -> None:
+        """Write ``checkpoint.pt`` and keep the last ``checkpoint.keep`` step copies."""
+        state = self.checkpoint()
+        save_checkpoint(self.checkpoint_path, state)
+        history = self.run_dir / "checkpoints"
+        if self.cfg.checkpoint.keep > 0:
+            history.mkdir(exist_ok=True)
+            save_checkpoint(history / f"step_{self.state.step:010d}.pt", state)
+            for old in sorted(history.glob("step_*.pt"))[: -self.cfg.checkpoint.keep]:
+                old.unlink()
+        self.state.last_checkpoint = self.state.step
+
+    def restore(self) -> bool:
+        """Continue from ``checkpoint.pt`` in the run directory, if there is one."""
+        if not self.checkpoint_path.exists():
+            return False
+        saved = torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
+        self.agent.load_state_dict(saved["agent"])
+        self.agent.optimizer.load_state_dict(saved["optimizer"])
+        self.replay.load_state_dict(saved["replay"])
+        self.state = LoopState(**saved["loop"])
+        if saved["latent"] is not None:
+            self.state.latent = Latent(saved["latent"][0].to(self.device), saved["latent"][1].to(self.device))
+        self.means.sums, self.means.counts = saved["means"]
+        for batch, pickled in ((self.envs, saved["envs"]), (self.eval_envs, saved["eval_envs"])):
+            if pickled is not None:
+                batch.close()
+                batch.envs = pickle.loads(pickled)
+            elif batch is self.envs:
+                self.state.obs = None  # episodes in flight are lost; start new ones
+        set_rng_state(saved["rng"])
+        truncate_metrics(self.run_dir / "metrics.jsonl", self.state.step)
+        return True
+
+    def _on_signal(self, signum, frame) -> None:
+        self.stop_signal = signum
+
+    # -- training ------------------------------------------------------------------
+
+    def train_once(self) -> None:
+        cfg, state = self.cfg, self.state
         batch, start, indices = self.replay.sample(cfg.batch_size, cfg.batch_length)
         batch = {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
-        start = type(start)(start.deter.to(self.device), start.stoch.to(self.device))
-        metrics, posterior = self.agent.train_step(batch, start)
+        start = Latent(start.deter.to(self.device), start.stoch.to(self.device))
+        metrics, posterior, nonfinite = self.agent.train_step(batch, start)
+        if nonfinite:
+            state.nonfinite_in_row += 1
+            state.skipped_updates += 1
+            if state.nonfinite_in_row >= cfg.nonfinite.max_in_row:
+                self.save()  # the parameters are still those of the last good update
+                raise NonFiniteLossError(
+                    f"{state.nonfinite_in_row} updates in a row had non-finite losses "
+                    f"({', '.join(nonfinite)}) at step {state.step}; last good state saved to {self.checkpoint_path}"
+                )
+            return
+        state.nonfinite_in_row = 0
         self.replay.update_latents(indices, posterior)
-        means.add(to_floats(metrics, "train/"))
+        self.means.add(to_floats(metrics, "train/"))
+
+    def collect(self) -> None:
+        """One policy step in every environment; stores the step and logs finished episodes."""
+        state, envs = self.state, self.envs
+        obs = state.obs
+        obs["action"] = state.action * ~obs["is_first"][:, None]
+        state.action, state.latent = self.agent.act(obs, state.latent, explore=True)
+        self.replay.add(obs, state.latent)
+        state.obs = obs = envs.step(state.action)
+        state.step += len(envs) * self.action_repeat
+        state.episode_return += obs["reward"]
+        state.episode_length += 1
+        for index in np.flatnonzero(obs["is_last"]):
+            state.latest["episode/return"] = float(state.episode_return[index])
+            length = float(state.episode_length[index] * self.action_repeat)
+            self.logger.write(state.step, {"episode/return": state.latest["episode/return"], "episode/length": length})
+        state.episode_return[obs["is_last"]] = 0.0
+        state.episode_length[obs["is_last"]] = 0
 
     def run(self) -> dict[str, float]:
-        cfg = self.cfg
-        envs = self.envs
-        step = 0  # environment steps, action repeat included
-        updates_due = 0.0
+        cfg, state, envs = self.cfg, self.state, self.envs
         updates_per_policy_step = cfg.train_ratio / (cfg.batch_size * cfg.batch_length)
-        means = Mean()
-        episode_return = np.zeros(len(envs))
-        episode_length = np.zeros(len(envs), int)
-        last_log = last_eval = 0
-        log_time, log_step = time.time(), 0
-        final: dict[str, float] = {}
-        latest = {}
+        if state.obs is None:
+            state.obs = envs.reset()
+            state.latent = self.agent.initial_state(len(envs))
+            state.action = np.zeros((len(envs), envs.action_space.size), np.float32)
+            state.episode_return = np.zeros(len(envs))
+            state.episode_length = np.zeros(len(envs), int)
+        log_time, log_step = time.time(), state.step
+        handlers = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        progress = tqdm(total=cfg.steps, initial=state.step, unit="step", dynamic_ncols=True, disable=not cfg.progress)
+        try:
+            while state.step < cfg.steps:
+                before = state.step
+                self.collect()
+                progress.update(state.step - before)
 
-        obs = envs.reset()
-        latent = self.agent.initial_state(len(envs))
-        action = np.zeros((len(envs), envs.action_space.size), np.float32)
-        progress = tqdm(total=cfg.steps, unit="step", dynamic_ncols=True, disable=not cfg.progress)
-        while step < cfg.steps:
-            obs["action"] = action * ~obs["is_first"][:, None]
-            action, latent = self.agent.act(obs, latent, explore=True)
-            self.replay.add(obs, latent)
-            obs = envs.step(action)
-            step += len(envs) * self.action_repeat
-            progress.update(len(envs) * self.action_repeat)
+                if self.replay.can_sample(cfg.batch_length) and state.step >= cfg.train_start:
+                    state.updates_due += len(envs) * updates_per_policy_step
+                    while state.updates_due >= 1.0:
+                        self.train_once()
+                        state.updates_due -= 1.0
 
-            episode_return += obs["reward"]
-            episode_length += 1
-            for index in np.flatnonzero(obs["is_last"]):
-                latest["episode/return"] = float(episode_return[index])
-                self.logger.write(step, {"episode/return": latest["episode/return"],
-                                         "episode/length": float(episode_length[index] * self.action_repeat)})
-                episode_return[index], episode_length[index] = 0.0, 0
-            episode_return[obs["is_first"]] = 0.0
+                if state.step - state.last_log >= cfg.log_every:
+                    now = time.time()
+                    metrics = self.means.result()
+                    metrics["fps"] = (state.step - log_step) / max(now - log_time, 1e-9)
+                    metrics["updates"] = float(self.agent.updates)
+                    metrics["skipped_updates"] = float(state.skipped_updates)
+                    self.logger.write(state.step, metrics)
+                    log_time, log_step, state.last_log = now, state.step, state.step
+                    progress.set_postfix({k.split("/")[0]: f"{v:.1f}" for k, v in state.latest.items()}, refresh=False)
 
-            if self.replay.can_sample(cfg.batch_length) and step >= cfg.train_start:
-                updates_due += len(envs) * updates_per_policy_step
-                while updates_due >= 1.0:
-                    self.train_once(means)
-                    updates_due -= 1.0
+                if cfg.eval_every and state.step - state.last_eval >= cfg.eval_every and state.step < cfg.steps:
+                    state.latest.update(self.evaluate(state.step))
 
-            if step - last_log >= cfg.log_every:
-                now = time.time()
-                metrics = means.result()
-                metrics["fps"] = (step - log_step) / max(now - log_time, 1e-9)
-                metrics["updates"] = float(self.agent.updates)
-                self.logger.write(step, metrics)
-                log_time, log_step, last_log = now, step, step
-                progress.set_postfix({k.split("/")[0]: f"{v:.1f}" for k, v in latest.items()}, refresh=False)
-
-            if cfg.eval_every and step - last_eval >= cfg.eval_every and step < cfg.steps:
-                latest.update(self.evaluate(step))
-                last_eval = step
-        progress.close()
-        final = self.evaluate(step)
-        save_checkpoint(self.run_dir / "checkpoint.pt", self.checkpoint(step))
-        self.close()
-        return final
+                if cfg.checkpoint.every and state.step - state.last_checkpoint >= cfg.checkpoint.every:
+                    self.save()
+                if self.stop_signal is not None:
+                    self.save()
+                    log.warning("stopped by signal %d at step %d; checkpoint saved, resume with resume=%s",
+                                self.stop_signal, state.step, self.run_dir)
+                    raise SystemExit(128 + self.stop_signal)
+            progress.close()
+            if state.last_eval != state.step or "eval/return" not in state.latest:
+                state.latest.update(self.evaluate(state.step))
+            self.save()
+            final = {"eval/return": state.latest["eval/return"]}
+            return final
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+            self.close()
 
     def evaluate(self, step: int) -> dict[str, float]:
         returns = evaluate(self.agent, self.eval_envs)
+        self.state.last_eval = step
         metrics = {"eval/return": float(np.mean(returns)), "eval/return_std": float(np.std(returns))}
         self.logger.write(step, metrics)
         self.save_report(step)
@@ -214,22 +378,19 @@ class Runner:
         """Image grids from the objective's report (open-loop predictions for ``dreamer``)."""
         if not self.replay.can_sample(self.cfg.batch_length):
             return
+        # A separate generator: reports must not change the replay's sampling sequence.
+        generator_state = self.replay.rng.bit_generator.state
         batch, start, _ = self.replay.sample(sequences, self.cfg.batch_length)
+        self.replay.rng.bit_generator.state = generator_state
         batch = {key: value.to(self.device) for key, value in batch.items()}
-        start = type(start)(start.deter.to(self.device), start.stoch.to(self.device))
+        start = Latent(start.deter.to(self.device), start.stoch.to(self.device))
+        torch_state = torch.get_rng_state()
         inputs, _ = self.agent.world_model.observe(batch, start)
         for key, grid in self.agent.world_model.objective.report(inputs).items():
             path = self.run_dir / "openloop" / f"{key}_{step:08d}.png"
             path.parent.mkdir(exist_ok=True)
             save_image_grid(path, grid)
-
-    def checkpoint(self, step: int) -> dict:
-        return {
-            "step": step,
-            "agent": self.agent.state_dict(),
-            "optimizer": self.agent.optimizer.state_dict(),
-            "config": OmegaConf.to_container(self.cfg, resolve=True),
-        }
+        torch.set_rng_state(torch_state)
 
     def close(self) -> None:
         self.logger.close()

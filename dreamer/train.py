@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from dreamer.config import CONF_DIR, GROUPS, ConfigError, check_group_choice, override_choices, validate
-from dreamer.runner import Runner
+from dreamer.runner import NonFiniteLossError, Runner
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,12 @@ log = logging.getLogger(__name__)
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     run_dir = HydraConfig.get().runtime.output_dir
-    result = Runner(cfg, run_dir).run()
+    try:
+        result = Runner(cfg, run_dir).run()
+    except NonFiniteLossError as error:
+        log.error("%s", error)
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
     log.info("final %s", "  ".join(f"{k} {v:.4g}" for k, v in result.items()))
     return result.get("eval/return", float("nan"))
 
@@ -53,8 +59,30 @@ def check_command_line(arguments: list[str]) -> None:
             raise ConfigError(" ".join(lines[:3])) from None
 
 
+def resume_arguments(arguments: list[str]) -> list[str]:
+    """``resume=<run dir>``: the run's own overrides, then the new ones, in that directory."""
+    import yaml
+
+    chosen = [arg for arg in arguments if arg.startswith("resume=")]
+    if not chosen:
+        return arguments
+    run_dir = Path(chosen[-1].partition("=")[2]).expanduser()
+    if not (run_dir / "checkpoint.pt").exists():
+        raise ConfigError(f"resume={run_dir} has no checkpoint.pt; give a run directory that holds one")
+    overrides_file = run_dir / ".hydra" / "overrides.yaml"
+    original = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
+    original = [o for o in original if not o.startswith(("resume=", "hydra.run.dir="))]
+    return [*original, *arguments, f"hydra.run.dir={run_dir.resolve()}"]
+
+
 def cli() -> None:
     arguments = sys.argv[1:]
+    try:
+        arguments = resume_arguments(arguments)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    sys.argv = [sys.argv[0], *arguments]
     if not any(arg in ("--help", "-h", "--cfg", "-c", "--info", "--hydra-help") for arg in arguments):
         try:
             check_command_line(arguments)

