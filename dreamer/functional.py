@@ -57,16 +57,18 @@ def twohot_encode(target: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
 def twohot_mean(probs: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
     """Expected value ``sum_i p_i b_i`` (..., N) -> (...,).
 
-    Summed from both ends towards the middle so that large bins of opposite sign
+    Each bin is first paired with its mirror image, so large bins of opposite sign
     cancel before they meet small ones (spec 1): exact zero for symmetric probs.
     """
     num_bins = bins.shape[0]
     half = num_bins // 2
     weighted = probs * bins  # (..., N)
-    lower = weighted[..., :half].sum(-1)  # negative side, small-magnitude last
-    upper = weighted[..., num_bins - half :].flip(-1).sum(-1)
-    middle = weighted[..., half : num_bins - half].sum(-1)
-    return lower + upper + middle
+    lower = weighted[..., :half].flip(-1)  # from the centre outwards
+    upper = weighted[..., num_bins - half :]
+    total = (lower + upper).sum(-1)
+    if num_bins % 2:
+        total = total + weighted[..., half]
+    return total
 
 
 def twohot_loss(logits: torch.Tensor, target: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
