@@ -18,7 +18,7 @@ def straight_through_sample(probs: torch.Tensor, generator: torch.Generator | No
     uniform = uniform * cumulative[..., -1:]
     indices = (cumulative < uniform).sum(-1).clamp(max=probs.shape[-1] - 1)  # (...,)
     sample = F.one_hot(indices, probs.shape[-1]).to(probs.dtype)
-    return sample + probs - probs.detach()
+    return sample + (probs - probs.detach())  # exactly one-hot forward, gradient of probs
 
 
 class OneHotCategorical:

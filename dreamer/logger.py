@@ -34,12 +34,23 @@ class JSONLSink(Sink):
 
 
 class TerminalSink(Sink):
-    """Logs returns and a few losses through Python logging."""
+    """Logs periodic summaries and evaluations through Python logging.
+
+    Single episodes only update the latest return shown with the next summary.
+    """
 
     KEYS = ("episode/return", "eval/return", "train/loss/total", "fps")
 
+    def __init__(self):
+        self.latest_return: float | None = None
+
     def write(self, step: int, metrics: dict[str, float]) -> None:
+        if set(metrics) <= {"episode/return", "episode/length"}:
+            self.latest_return = metrics.get("episode/return", self.latest_return)
+            return
         shown = {key: metrics[key] for key in self.KEYS if key in metrics}
+        if "fps" in metrics and self.latest_return is not None:
+            shown["episode/return"] = self.latest_return
         if shown:
             log.info("step %d  %s", step, "  ".join(f"{k} {v:.4g}" for k, v in shown.items()))
 

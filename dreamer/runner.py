@@ -67,7 +67,7 @@ def build_agent(cfg: DictConfig, obs_space: dict, action_space, device: torch.de
         discrete=action_space.discrete,
     )
     optimizer = hydra.utils.instantiate(cfg.optimizer, _convert_="all")
-    return Agent(world_model, actor_critic, optimizer, precision=cfg.precision).to(device)
+    return Agent(world_model, actor_critic, optimizer, precision=cfg.get("precision", "fp32")).to(device)
 
 
 def replay_spaces(obs_space: dict, action_size: int) -> dict:

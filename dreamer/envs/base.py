@@ -31,6 +31,10 @@ class Env:
     def step(self, action: np.ndarray) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
+    def render(self) -> np.ndarray:
+        """An RGB frame (H, W, 3) uint8 of the current state, for videos."""
+        raise NotImplementedError(f"{type(self).__name__} cannot render frames")
+
     def close(self) -> None:
         pass
 

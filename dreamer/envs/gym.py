@@ -36,10 +36,11 @@ class GymEnv(Env):
         action_repeat: int = 1,
         time_limit: int | None = None,
         seed: int | None = None,
+        render: bool = False,
     ):
         if obs not in OBS_CHOICES:
             raise ValueError(f"env.obs={obs!r} is not one of {', '.join(OBS_CHOICES)}")
-        kwargs = {"render_mode": "rgb_array"} if obs != "state" else {}
+        kwargs = {"render_mode": "rgb_array"} if obs != "state" or render else {}
         if time_limit:
             kwargs["max_episode_steps"] = int(time_limit)
         self._env = gymnasium.make(id, **kwargs)
@@ -94,6 +95,10 @@ class GymEnv(Env):
                 break
         self._done = terminated or truncated
         return transition(self._observe(state), total, False, self._done, terminated)
+
+    def render(self) -> np.ndarray:
+        """The current frame (H, W, 3) uint8, for videos."""
+        return np.asarray(self._env.render(), np.uint8)
 
     def close(self) -> None:
         self._env.close()

@@ -1,0 +1,138 @@
+"""Replay, RSSM, optimiser and distributions against hand-computed behaviour."""
+
+import numpy as np
+import pytest
+import torch
+
+from dreamer.distributions import BoundedNormal, OneHotCategorical, straight_through_sample
+from dreamer.optim import AdamClip, LaPropAGC, adaptive_clip_
+from dreamer.replay import Replay
+from dreamer.rssm import RSSM, Latent
+
+
+def filled_replay(rows=20, envs=2, deter=3, capacity=None):
+    spaces = {"state": ((1,), torch.float32), "action": ((1,), torch.float32), "reward": ((), torch.float32),
+              "is_first": ((), torch.bool), "is_last": ((), torch.bool), "is_terminal": ((), torch.bool)}
+    replay = Replay(capacity or rows * envs, envs, spaces, deter=deter, stoch=2, classes=4, seed=0)
+    for row in range(rows):
+        step = {"state": np.array([[row], [100 + row]], np.float32), "action": np.zeros((2, 1), np.float32),
+                "reward": np.zeros(2, np.float32), "is_first": np.array([row == 0] * 2),
+                "is_last": np.zeros(2, bool), "is_terminal": np.zeros(2, bool)}
+        deter_values = torch.tensor([[float(row)] * deter, [100.0 + row] * deter])
+        replay.add(step, Latent(deter_values, torch.nn.functional.one_hot(torch.tensor([[row % 4] * 2] * 2), 4).float()))
+    return replay
+
+
+def test_replay_sequences_are_contiguous_and_start_from_previous_latent():
+    replay = filled_replay()
+    batch, start, (rows, envs) = replay.sample(8, 5)
+    states = batch["state"][..., 0]  # (B, T)
+    assert states.shape == (8, 5)
+    assert torch.all(states[:, 1:] - states[:, :-1] == 1)  # consecutive steps of one environment
+    torch.testing.assert_close(start.deter[:, 0], states[:, 0] - 1)  # stored latent of the step before
+    assert start.stoch.shape == (8, 2, 4)
+
+
+def test_replay_update_latents_overwrites_sampled_steps():
+    replay = filled_replay()
+    _, _, indices = replay.sample(4, 5)
+    fresh = Latent(torch.full((4, 5, 3), -7.0), torch.nn.functional.one_hot(torch.full((4, 5, 2), 3), 4).float())
+    replay.update_latents(indices, fresh)
+    rows, envs = indices
+    assert torch.all(replay.deter[rows, envs] == -7.0)
+    assert torch.all(replay.stoch[rows, envs] == 3)
+
+
+def test_replay_never_crosses_the_write_position_after_wrapping():
+    replay = filled_replay(rows=30, capacity=20)  # 10 rows per env: oldest rows overwritten
+    for _ in range(50):
+        batch, _, _ = replay.sample(4, 6)
+        states = batch["state"][..., 0] % 100
+        assert torch.all(states[:, 1:] - states[:, :-1] == 1) and states.min() >= 21
+
+
+def test_replay_state_dict_round_trip_keeps_only_filled_rows():
+    replay = filled_replay(rows=5, capacity=100)
+    state = replay.state_dict()
+    assert state["deter"].shape[0] == 5
+    other = filled_replay(rows=1, capacity=100)
+    other.load_state_dict(state)
+    assert torch.equal(other.data["state"][:5], replay.data["state"][:5]) and other.count == 5
+
+
+def test_rssm_is_first_resets_state_and_action():
+    torch.manual_seed(0)
+    rssm = RSSM(embed_size=4, action_size=2, deter=8, hidden=4, stoch=2, classes=3, blocks=2)
+    embedding = torch.randn(1, 4)
+    busy = Latent(torch.randn(1, 8), torch.nn.functional.one_hot(torch.tensor([[1, 2]]), 3).float())
+    torch.manual_seed(1)
+    reset, _ = rssm.obs_step(busy, torch.ones(1, 2), embedding, torch.tensor([True]))
+    torch.manual_seed(1)
+    fresh, _ = rssm.obs_step(rssm.initial(1), torch.zeros(1, 2), embedding, torch.tensor([False]))
+    torch.testing.assert_close(reset.deter, fresh.deter)
+    torch.testing.assert_close(reset.stoch, fresh.stoch)
+
+
+def test_rssm_observe_shapes_and_features():
+    rssm = RSSM(embed_size=4, action_size=2, deter=8, hidden=4, stoch=2, classes=3, blocks=2)
+    posterior, probs = rssm.observe(rssm.initial(3), torch.zeros(3, 5, 2), torch.randn(3, 5, 4), torch.zeros(3, 5))
+    assert posterior.deter.shape == (3, 5, 8) and probs.shape == (3, 5, 2, 3)
+    assert posterior.features().shape == (3, 5, 2 * 3 + 8)
+    torch.testing.assert_close(posterior.stoch.sum(-1), torch.ones(3, 5, 2))  # one-hot samples
+
+
+def test_straight_through_sample_is_one_hot_with_probability_gradient():
+    probs = torch.tensor([[0.2, 0.8]], requires_grad=True)
+    sample = straight_through_sample(probs)
+    assert sorted(sample.detach()[0].tolist()) == [0.0, 1.0]
+    (sample * torch.tensor([[1.0, 2.0]])).sum().backward()
+    torch.testing.assert_close(probs.grad, torch.tensor([[1.0, 2.0]]))
+
+
+def test_straight_through_sample_frequencies_follow_probs():
+    torch.manual_seed(0)
+    samples = straight_through_sample(torch.tensor([0.1, 0.6, 0.3]).expand(20000, 3)).detach()
+    torch.testing.assert_close(samples.mean(0), torch.tensor([0.1, 0.6, 0.3]), atol=0.015, rtol=0)
+
+
+def test_action_distributions_hand_values():
+    categorical = OneHotCategorical(torch.zeros(1, 4), unimix=0.01)
+    assert categorical.entropy().item() == pytest.approx(np.log(4))
+    normal = BoundedNormal(torch.tensor([[0.0, -100.0]]))  # mean tanh(0) = 0, std at its minimum 0.1
+    assert normal.std.item() == pytest.approx(0.1)
+    expected = -0.5 * np.log(2 * np.pi) - np.log(0.1) - 0.5 * (0.2 / 0.1) ** 2
+    assert normal.log_prob(torch.tensor([[0.2]])).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_laprop_first_step_moves_by_learning_rate_times_sign():
+    parameter = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    optimizer = LaPropAGC([parameter], lr=0.1, agc=1e9, warmup=0)
+    parameter.grad = torch.tensor([0.5, -3.0])
+    optimizer.step()  # bias-corrected: m̂ = g / |g|, so each entry moves by lr
+    torch.testing.assert_close(parameter.detach(), torch.tensor([0.9, -1.9]))
+
+
+def test_warmup_scales_learning_rate_linearly():
+    parameter = torch.nn.Parameter(torch.tensor([0.0]))
+    optimizer = LaPropAGC([parameter], lr=0.1, agc=1e9, warmup=4)
+    parameter.grad = torch.tensor([1.0])
+    optimizer.step()
+    torch.testing.assert_close(parameter.detach(), torch.tensor([-0.025]))
+
+
+def test_adaptive_clip_limits_gradient_relative_to_parameter_norm():
+    big, small = torch.nn.Parameter(torch.tensor([3.0, 4.0])), torch.nn.Parameter(torch.tensor([0.0]))
+    big.grad, small.grad = torch.tensor([30.0, 40.0]), torch.tensor([1.0])
+    norm = adaptive_clip_([big, small], clip=0.3, pmin=1e-3)
+    torch.testing.assert_close(big.grad.norm(), torch.tensor(0.3 * 5.0))  # clipped to 0.3 |p|
+    torch.testing.assert_close(small.grad, torch.tensor([0.3 * 1e-3]))  # |p| = 0 uses pmin
+    assert norm.item() == pytest.approx(float(np.sqrt(50.0**2 + 1.0)))
+
+
+def test_adam_clip_limits_global_norm():
+    parameter = torch.nn.Parameter(torch.zeros(2))
+    optimizer = AdamClip([parameter], lr=0.1, clip_norm=1.0, warmup=0)
+    parameter.grad = torch.tensor([30.0, 40.0])
+    metrics = optimizer.step()
+    assert metrics["grad_norm"].item() == pytest.approx(50.0)
+    torch.testing.assert_close(parameter.detach(), torch.tensor([-0.1, -0.1]))
