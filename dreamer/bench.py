@@ -106,7 +106,7 @@ def phase_shares(agent, batch, start, device) -> dict[str, float]:
     return {name: seconds / whole for name, seconds in timer.totals.items()}
 
 
-def bench_variant(cfg: DictConfig, variant: str) -> dict:
+def bench_variant(cfg: DictConfig, variant: str, peak: float) -> dict:
     with open_dict(cfg):
         cfg.rep_variant = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "rep_variant" / f"{variant}.yaml")
     seed_everything(cfg.seed)
@@ -118,9 +118,8 @@ def bench_variant(cfg: DictConfig, variant: str) -> dict:
     replay = synthetic_replay(cfg, obs_space, action_space, cfg.seed)
 
     def sample():
-        batch, start, _ = replay.sample(cfg.batch_size, cfg.batch_length)
-        batch = {k: v.to(device) for k, v in batch.items()}
-        return batch, Latent(start.deter.to(device), start.stoch.to(device))
+        batch, start, _ = replay.sample(cfg.batch_size, cfg.batch_length, device)
+        return batch, start
 
     for _ in range(cfg.bench.warmup):
         agent.train_step(*sample())
@@ -149,8 +148,6 @@ def bench_variant(cfg: DictConfig, variant: str) -> dict:
         act_times.append(time.perf_counter() - begin)
 
     median = statistics.median(times)
-    dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
-    peak = matmul_peak(device, dtype)
     if device.type == "cuda":
         memory = torch.cuda.max_memory_allocated(device) / 2**20
     else:
@@ -196,7 +193,11 @@ def table(rows: list[dict]) -> str:
 def main(cfg: DictConfig) -> None:
     with open_dict(cfg):
         cfg.bench.model_name = HydraConfig.get().runtime.choices.get("model", "?")
-    rows = [bench_variant(cfg.copy(), variant) for variant in cfg.bench.variants]
+    # The peak is measured once, before any model exists, so every row shares it.
+    dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
+    peak = matmul_peak(resolve_device(cfg.device), dtype, repeats=10)
+    log.info("matmul peak (%s): %.1f GFLOP/s", cfg.precision, peak / 1e9)
+    rows = [bench_variant(cfg.copy(), variant, peak) for variant in cfg.bench.variants]
     print(table(rows))
     out = Path(HydraConfig.get().runtime.output_dir) / "bench.json"
     out.write_text(json.dumps(rows, indent=2))

@@ -21,7 +21,7 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.rms_norm(x, (x.shape[-1],), self.scale, self.eps)
+        return F.rms_norm(x, (x.shape[-1],), self.scale.to(x.dtype), self.eps)
 
 
 class NormedLinear(nn.Sequential):

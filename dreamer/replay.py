@@ -54,8 +54,11 @@ class Replay:
     def can_sample(self, length: int) -> bool:
         return self.count >= length + 1
 
-    def sample(self, batch: int, length: int) -> tuple[dict[str, torch.Tensor], Latent, tuple[torch.Tensor, torch.Tensor]]:
-        """(B, T) sequences, their start latents (B, ...), and the (rows, envs) indices."""
+    def sample(
+        self, batch: int, length: int, device: torch.device | str = "cpu"
+    ) -> tuple[dict[str, torch.Tensor], Latent, tuple[torch.Tensor, torch.Tensor]]:
+        """(B, T) sequences and their start latents (B, ...) on ``device``, and the
+        (rows, envs) indices for :meth:`update_latents`."""
         if not self.can_sample(length):
             raise ValueError(f"replay holds {self.count} steps per env, needs {length + 1} to sample length {length}")
         oldest = self.position - self.count
@@ -63,11 +66,13 @@ class Replay:
         envs = torch.as_tensor(self.rng.integers(0, self.num_envs, size=batch))
         rows = (torch.as_tensor(oldest + offsets - 1)[:, None] + torch.arange(length + 1)) % self.length  # (B, T+1)
         env_index = envs[:, None].expand_as(rows)
-        sequence = {key: buffer[rows[:, 1:], env_index[:, 1:]] for key, buffer in self.data.items()}
+        sequence = {
+            key: buffer[rows[:, 1:], env_index[:, 1:]].to(device, non_blocking=True) for key, buffer in self.data.items()
+        }
         start = Latent(
             self.deter[rows[:, 0], envs],
             F.one_hot(self.stoch[rows[:, 0], envs].long(), self.classes).float(),
-        )
+        ).to(device)
         return sequence, start, (rows[:, 1:], env_index[:, 1:])
 
     def update_latents(self, indices: tuple[torch.Tensor, torch.Tensor], posterior: Latent) -> None:

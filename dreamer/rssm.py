@@ -26,6 +26,9 @@ class Latent:
     def detach(self) -> "Latent":
         return Latent(self.deter.detach(), self.stoch.detach())
 
+    def to(self, device: torch.device | str) -> "Latent":
+        return Latent(self.deter.to(device, non_blocking=True), self.stoch.to(device, non_blocking=True))
+
     def reshape(self, *shape: int) -> "Latent":
         return Latent(self.deter.reshape(*shape, self.deter.shape[-1]), self.stoch.reshape(*shape, *self.stoch.shape[-2:]))
 

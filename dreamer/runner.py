@@ -42,13 +42,18 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 
 
 def rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def build_agent(cfg: DictConfig, obs_space: dict, action_space, device: torch.device) -> Agent:
@@ -255,7 +260,7 @@ class Runner:
         self.replay.load_state_dict(saved["replay"])
         self.state = LoopState(**saved["loop"])
         if saved["latent"] is not None:
-            self.state.latent = Latent(saved["latent"][0].to(self.device), saved["latent"][1].to(self.device))
+            self.state.latent = Latent(*saved["latent"]).to(self.device)
         self.means.sums, self.means.counts = saved["means"]
         for batch, pickled in ((self.envs, saved["envs"]), (self.eval_envs, saved["eval_envs"])):
             if pickled is not None:
@@ -274,9 +279,7 @@ class Runner:
 
     def train_once(self) -> None:
         cfg, state = self.cfg, self.state
-        batch, start, indices = self.replay.sample(cfg.batch_size, cfg.batch_length)
-        batch = {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
-        start = Latent(start.deter.to(self.device), start.stoch.to(self.device))
+        batch, start, indices = self.replay.sample(cfg.batch_size, cfg.batch_length, self.device)
         metrics, posterior, nonfinite = self.agent.train_step(batch, start)
         if nonfinite:
             state.nonfinite_in_row += 1
@@ -378,12 +381,10 @@ class Runner:
         """Image grids from the objective's report (open-loop predictions for ``dreamer``)."""
         if not self.replay.can_sample(self.cfg.batch_length):
             return
-        # A separate generator: reports must not change the replay's sampling sequence.
+        # Reports must not change what training samples next: restore the generator after.
         generator_state = self.replay.rng.bit_generator.state
-        batch, start, _ = self.replay.sample(sequences, self.cfg.batch_length)
+        batch, start, _ = self.replay.sample(sequences, self.cfg.batch_length, self.device)
         self.replay.rng.bit_generator.state = generator_state
-        batch = {key: value.to(self.device) for key, value in batch.items()}
-        start = Latent(start.deter.to(self.device), start.stoch.to(self.device))
         torch_state = torch.get_rng_state()
         inputs, _ = self.agent.world_model.observe(batch, start)
         for key, grid in self.agent.world_model.objective.report(inputs).items():
