@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pickle
@@ -103,8 +104,6 @@ def truncate_metrics(path: Path, last_step: int) -> None:
     """Drop metric rows written after the checkpoint we resume from (they will be redone)."""
     if not path.exists():
         return
-    import json
-
     kept = []
     for line in path.read_text().splitlines():
         try:
@@ -239,13 +238,23 @@ class Runner:
         }
 
     def save(self) -> None:
-        """Write ``checkpoint.pt`` and keep the last ``checkpoint.keep`` step copies."""
+        """Write ``checkpoint.pt`` and keep the last ``checkpoint.keep`` step copies.
+
+        The state is serialised once: ``checkpoint.pt`` becomes a hard link to the newest
+        step copy, swapped in atomically.
+        """
         state = self.checkpoint()
-        save_checkpoint(self.checkpoint_path, state)
-        history = self.run_dir / "checkpoints"
-        if self.cfg.checkpoint.keep > 0:
+        if self.cfg.checkpoint.keep <= 0:
+            save_checkpoint(self.checkpoint_path, state)
+        else:
+            history = self.run_dir / "checkpoints"
             history.mkdir(exist_ok=True)
-            save_checkpoint(history / f"step_{self.state.step:010d}.pt", state)
+            newest = history / f"step_{self.state.step:010d}.pt"
+            save_checkpoint(newest, state)
+            link = self.checkpoint_path.with_name(self.checkpoint_path.name + ".link")
+            link.unlink(missing_ok=True)
+            os.link(newest, link)
+            os.replace(link, self.checkpoint_path)
             for old in sorted(history.glob("step_*.pt"))[: -self.cfg.checkpoint.keep]:
                 old.unlink()
         self.state.last_checkpoint = self.state.step

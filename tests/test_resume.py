@@ -65,6 +65,9 @@ def test_sigkill_at_random_moment_then_resume(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     final = torch.load(run_dir / "checkpoint.pt", weights_only=False)
     assert final["step"] == 800 and killed_at <= 800
+    kept = sorted((run_dir / "checkpoints").glob("step_*.pt"))
+    assert len(kept) == 2 and kept[-1].name == "step_0000000800.pt"  # checkpoint.keep=2
+    assert kept[-1].stat().st_ino == (run_dir / "checkpoint.pt").stat().st_ino  # written once
     rows = read_metrics(run_dir)
     train_steps = [row["step"] for row in rows if "fps" in row]
     assert train_steps == list(range(100, 801, 100))  # no gap, no duplicate
