@@ -14,7 +14,51 @@ from dreamer.rssm import Latent
 from dreamer.world_model import WorldModel
 
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "fp16")
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class LossScaler(nn.Module):
+    """Dynamic loss scaling for fp16: gradients too small for fp16 survive the backward.
+
+    The scale doubles after ``interval`` updates with finite gradients and halves on an
+    overflow, whose update is skipped.  It is a buffer, so checkpoints keep it.
+    """
+
+    def __init__(self, initial: float = 2.0**15, interval: int = 1000, enabled: bool = True):
+        super().__init__()
+        self.enabled, self.interval = enabled, interval
+        self.register_buffer("scale", torch.tensor(initial if enabled else 1.0))
+        self.register_buffer("good_steps", torch.zeros((), dtype=torch.long))
+
+    def unscale_(self, params: list[torch.Tensor]) -> bool:
+        """Divide the gradients by the scale; False (and the scale halved) on inf/NaN."""
+        if not self.enabled:
+            return True
+        grads = [p.grad for p in params if p.grad is not None]
+        torch._foreach_mul_(grads, 1.0 / self.scale)
+        finite = bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all())
+        if finite:
+            self.good_steps += 1
+            if self.good_steps >= self.interval:
+                self.scale *= 2.0
+                self.good_steps.zero_()
+        else:
+            self.scale *= 0.5
+            self.good_steps.zero_()
+        return finite
+
+
+def compile_hot_paths(agent: "Agent") -> None:
+    """``torch.compile`` the per-time-step functions the update loops over.
+
+    The posterior and imagination steps run T and H times per update with identical
+    shapes, so one compiled graph each is reused; the loops themselves stay in Python,
+    which keeps compile time to seconds instead of unrolling whole sequences.
+    """
+    rssm = agent.world_model.rssm
+    rssm.obs_step = torch.compile(rssm.obs_step, dynamic=False)
+    rssm.img_step = torch.compile(rssm.img_step, dynamic=False)
 
 
 class Agent(nn.Module):
@@ -26,6 +70,8 @@ class Agent(nn.Module):
         actor_critic: ActorCritic,
         optimizer: Callable[[list[torch.nn.Parameter]], Optimizer],
         precision: str = "fp32",
+        compile: bool = False,
+        channels_last: bool = False,
     ):
         super().__init__()
         if precision not in PRECISIONS:
@@ -33,7 +79,12 @@ class Agent(nn.Module):
         self.precision = precision
         self.world_model = world_model
         self.actor_critic = actor_critic
+        if channels_last:
+            self.to(memory_format=torch.channels_last)  # 4-d conv weights; convolutions follow them
         self.optimizer = optimizer(list(self.parameters()))
+        self.scaler = LossScaler(enabled=precision == "fp16")
+        if compile:
+            compile_hot_paths(self)
         self.loss_scales = {**world_model.loss_scales, **actor_critic.loss_scales}
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))
         self.inject_nan: str | None = None  # test hook: name of a loss to make NaN
@@ -47,7 +98,8 @@ class Agent(nn.Module):
 
     def autocast(self) -> torch.autocast:
         """Mixed precision for the losses; weights and optimiser stay in float32."""
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+        dtype = AUTOCAST_DTYPES.get(self.precision, torch.bfloat16)
+        return torch.autocast(self.device.type, dtype=dtype, enabled=self.precision in AUTOCAST_DTYPES)
 
     @torch.no_grad()
     def act(
@@ -71,7 +123,8 @@ class Agent(nn.Module):
         """World-model and actor-critic losses, one backward, one optimiser step.
 
         Returns detached metrics, the posterior latents (B, T, ...) for the replay, and the
-        names of non-finite losses: when there are any, nothing is updated.
+        names of non-finite losses: when there are any, nothing is updated.  In fp16 an
+        update whose scaled gradients overflow is skipped and the loss scale halved.
         """
         with self.autocast():
             wm_losses, posterior, metrics = self.world_model.loss(batch, start)
@@ -83,11 +136,14 @@ class Agent(nn.Module):
         if not torch.isfinite(total):
             return {}, posterior.detach(), [name for name, value in losses.items() if not torch.isfinite(value)]
         self.optimizer.zero_grad()
-        total.backward()
-        metrics.update(self.optimizer.step())
-        self.actor_critic.update_slow_critic()
-        self.world_model.objective.after_update()
-        self.updates += 1
+        (total * self.scaler.scale).backward() if self.scaler.enabled else total.backward()
+        if self.scaler.unscale_(self.optimizer.params):
+            metrics.update(self.optimizer.step())
+            self.actor_critic.update_slow_critic()
+            self.world_model.objective.after_update()
+            self.updates += 1
+        if self.scaler.enabled:
+            metrics["loss_scale"] = self.scaler.scale.clone()
         metrics.update(ac_metrics)
         metrics.update({f"loss/{name}": value.detach() for name, value in losses.items()})
         metrics["loss/total"] = total.detach()

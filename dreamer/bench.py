@@ -4,6 +4,7 @@ Same config groups as training; the extra keys live under ``bench`` in ``conf/be
 
     python -m dreamer.bench model=size12M bench.variants=[dreamer,r2dreamer] bench.updates=5
     python -m dreamer.bench precision=bf16 env.obs=pixels
+    python -m dreamer.bench precision=bf16 compile=true channels_last=true
 """
 
 from __future__ import annotations
@@ -133,7 +134,8 @@ def bench_variant(cfg: DictConfig, variant: str, peak: float) -> dict:
         times.append(time.perf_counter() - begin)
     batch, start = sample()
     shares = phase_shares(agent, batch, start, device)
-    with FlopCounterMode(display=False) as counter:
+    # Counted on the eager kernels: compiled graphs hide their matmuls from the counter.
+    with torch.compiler.set_stance("force_eager"), FlopCounterMode(display=False) as counter:
         agent.train_step(batch, start)
     flops = counter.get_total_flops()
 
@@ -156,6 +158,8 @@ def bench_variant(cfg: DictConfig, variant: str, peak: float) -> dict:
         "variant": variant,
         "model": cfg.bench.model_name,
         "precision": cfg.precision,
+        "compile": bool(cfg.compile),
+        "channels_last": bool(cfg.channels_last),
         "device": str(device),
         "batch": [cfg.batch_size, cfg.batch_length],
         "update_seconds_median": median,
@@ -173,14 +177,19 @@ def bench_variant(cfg: DictConfig, variant: str, peak: float) -> dict:
     }
 
 
+def mode(row: dict) -> str:
+    """``fp32``, ``bf16+compile+cl``, ...: the speed switches a row ran with."""
+    return "+".join([row["precision"]] + [name for name, key in (("compile", "compile"), ("cl", "channels_last")) if row[key]])
+
+
 def table(rows: list[dict]) -> str:
-    header = f"{'variant':<11}{'model':<9}{'prec':<6}{'upd/s':>8}{'s/upd':>9}{'steps/s':>10}{'GFLOP':>9}{'%peak':>7}" \
+    header = f"{'variant':<11}{'model':<9}{'mode':<18}{'upd/s':>8}{'s/upd':>9}{'steps/s':>10}{'GFLOP':>9}{'%peak':>7}" \
              f"{'wm':>6}{'imag':>6}{'bwd':>6}{'opt':>6}{'act ms':>8}{'MiB':>8}{'params':>10}"
     lines = [header]
     for r in rows:
         s = r["shares"]
         lines.append(
-            f"{r['variant']:<11}{r['model']:<9}{r['precision']:<6}{r['updates_per_second']:>8.3f}"
+            f"{r['variant']:<11}{r['model']:<9}{mode(r):<18}{r['updates_per_second']:>8.3f}"
             f"{r['update_seconds_median']:>9.3f}{r['replayed_steps_per_second']:>10.0f}{r['flops_per_update'] / 1e9:>9.1f}"
             f"{100 * r['fraction_of_peak']:>7.1f}{100 * s['world_model']:>6.0f}{100 * s['imagination']:>6.0f}"
             f"{100 * s['backward']:>6.0f}{100 * s['optimizer']:>6.0f}{r['policy_step_ms']:>8.2f}"
@@ -194,7 +203,7 @@ def main(cfg: DictConfig) -> None:
     with open_dict(cfg):
         cfg.bench.model_name = HydraConfig.get().runtime.choices.get("model", "?")
     # The peak is measured once, before any model exists, so every row shares it.
-    dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision, torch.float32)
     peak = matmul_peak(resolve_device(cfg.device), dtype, repeats=10)
     log.info("matmul peak (%s): %.1f GFLOP/s", cfg.precision, peak / 1e9)
     rows = [bench_variant(cfg.copy(), variant, peak) for variant in cfg.bench.variants]

@@ -54,6 +54,9 @@ def validate(cfg: DictConfig) -> None:
 
     if cfg.precision not in PRECISIONS:
         raise ConfigError(f"precision={cfg.precision} is not one of {', '.join(PRECISIONS)}")
+    for key in ("compile", "channels_last", "deterministic"):
+        if not isinstance(cfg.get(key, False), bool):
+            raise ConfigError(f"{key}={cfg.get(key)} is invalid; it must be true or false")
     if cfg.device not in DEVICES and not str(cfg.device).startswith("cuda:"):
         raise ConfigError(f"device={cfg.device} is not one of {', '.join(DEVICES)} (or cuda:N)")
     if str(cfg.device).startswith("cuda"):
@@ -96,7 +99,12 @@ def _validate_obs_keys(cfg: DictConfig) -> None:
 
     from dreamer.networks import encoder_keys
 
-    env = hydra.utils.instantiate(cfg.env, _convert_="all")(seed=0)
+    from dreamer.envs.base import EnvSetupError
+
+    try:
+        env = hydra.utils.instantiate(cfg.env, _convert_="all")(seed=0)
+    except EnvSetupError as error:  # unknown task, missing package or GL library
+        raise ConfigError(str(error)) from None
     try:
         encoder_keys(env.obs_space, cfg.model.cnn_keys, cfg.model.mlp_keys)
     except ValueError as error:

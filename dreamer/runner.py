@@ -10,6 +10,7 @@ import random
 import signal
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import hydra
@@ -20,6 +21,7 @@ from tqdm import tqdm
 
 from dreamer.agent import Agent
 from dreamer.envs import EnvBatch
+from dreamer.envs.batch import seeded
 from dreamer.networks import encoder_keys
 from dreamer.logger import JSONLSink, Logger, Mean, TerminalSink, WandbSink
 from dreamer.replay import Replay
@@ -73,7 +75,10 @@ def build_agent(cfg: DictConfig, obs_space: dict, action_space, device: torch.de
         discrete=action_space.discrete,
     )
     optimizer = hydra.utils.instantiate(cfg.optimizer, _convert_="all")
-    return Agent(world_model, actor_critic, optimizer, precision=cfg.get("precision", "fp32")).to(device)
+    return Agent(
+        world_model, actor_critic, optimizer, precision=cfg.get("precision", "fp32"),
+        compile=bool(cfg.get("compile", False)), channels_last=bool(cfg.get("channels_last", False)),
+    ).to(device)
 
 
 def replay_spaces(obs_space: dict, action_size: int) -> dict:
@@ -83,6 +88,12 @@ def replay_spaces(obs_space: dict, action_size: int) -> dict:
     for key in ("is_first", "is_last", "is_terminal"):
         spaces[key] = ((), torch.bool)
     return spaces
+
+
+def pop_log_keys(obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Remove the ``log_<name>`` metrics an env reports, so they never reach the replay or
+    the encoder; returns them by ``<name>``."""
+    return {key.removeprefix("log_"): obs.pop(key) for key in [key for key in obs if key.startswith("log_")]}
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -176,6 +187,7 @@ class LoopState:
     latest: dict = field(default_factory=dict)
     episode_return: np.ndarray | None = None
     episode_length: np.ndarray | None = None
+    episode_logs: dict = field(default_factory=dict)  # name -> (envs,) running max of log_<name>
     obs: dict | None = None
     latent: Latent | None = None
     action: np.ndarray | None = None
@@ -192,11 +204,16 @@ class Runner:
         seed_everything(cfg.seed, cfg.deterministic)
         self.device = resolve_device(cfg.device)
         make_env = hydra.utils.instantiate(cfg.env, _convert_="all")
-        self.envs = EnvBatch(lambda index: make_env(seed=cfg.seed * 1000 + index), cfg.env_num)
-        self.eval_envs = EnvBatch(lambda index: make_env(seed=cfg.seed * 1000 + 500 + index), cfg.eval_episodes)
+        # Evaluation stays in this process: it runs rarely, and eval_episodes workers cost memory.
+        workers = bool(cfg.get("env_workers", False)) and cfg.env_num > 1
+        self.envs = EnvBatch(partial(seeded, make_env, cfg.seed * 1000), cfg.env_num, workers)
+        self.eval_envs = EnvBatch(partial(seeded, make_env, cfg.seed * 1000 + 500), cfg.eval_episodes)
         self.action_repeat = int(cfg.env.get("action_repeat", 1))
         self.agent = build_agent(cfg, self.envs.obs_space, self.envs.action_space, self.device)
         self.agent.inject_nan = cfg.debug.inject_nan
+        if cfg.precision == "fp16" and self.device.type == "cpu":
+            log.warning("precision=fp16 on CPU: most CPUs lack fp16 matmul units and run it far slower "
+                        "than fp32 (docs/benchmarks.md); precision=bf16 is the fast CPU mode")
         model = cfg.model.world_model
         self.replay = Replay(
             cfg.replay.capacity, cfg.env_num, replay_spaces(self.envs.obs_space, self.envs.action_space.size),
@@ -312,13 +329,22 @@ class Runner:
         state.action, state.latent = self.agent.act(obs, state.latent, explore=True)
         self.replay.add(obs, state.latent)
         state.obs = obs = envs.step(state.action)
+        logs = pop_log_keys(obs)
         state.step += len(envs) * self.action_repeat
+        # A new episode can also begin without is_last: a crashed env worker was restarted.
+        state.episode_return[obs["is_first"]] = 0.0
+        state.episode_length[obs["is_first"]] = 0
         state.episode_return += obs["reward"]
-        state.episode_length += 1
+        state.episode_length += ~obs["is_first"]  # the first observation is not a step
+        for name, values in logs.items():
+            running = state.episode_logs.get(name, values)
+            state.episode_logs[name] = np.where(obs["is_first"], values, np.maximum(running, values))
         for index in np.flatnonzero(obs["is_last"]):
             state.latest["episode/return"] = float(state.episode_return[index])
             length = float(state.episode_length[index] * self.action_repeat)
-            self.logger.write(state.step, {"episode/return": state.latest["episode/return"], "episode/length": length})
+            metrics = {"episode/return": state.latest["episode/return"], "episode/length": length}
+            metrics.update({f"episode/{name}": float(values[index]) for name, values in state.episode_logs.items()})
+            self.logger.write(state.step, metrics)
         state.episode_return[obs["is_last"]] = 0.0
         state.episode_length[obs["is_last"]] = 0
 
@@ -327,6 +353,7 @@ class Runner:
         updates_per_policy_step = cfg.train_ratio / (cfg.batch_size * cfg.batch_length)
         if state.obs is None:
             state.obs = envs.reset()
+            pop_log_keys(state.obs)
             state.latent = self.agent.initial_state(len(envs))
             state.action = np.zeros((len(envs), envs.action_space.size), np.float32)
             state.episode_return = np.zeros(len(envs))

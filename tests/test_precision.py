@@ -1,28 +1,36 @@
-"""bf16 autocast computes the same losses as eager fp32 within a stated tolerance."""
+"""The fast paths (bf16, fp16, torch.compile) compute the same losses as eager fp32
+within stated tolerances, and fp16's loss scaling skips overflowing updates."""
 
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from dreamer.agent import LossScaler
 from dreamer.bench import synthetic_replay
 from dreamer.config import CONF_DIR
 from dreamer.envs.gym import GymEnv
 from dreamer.runner import build_agent
 
-# bf16 keeps 8 bits of mantissa: losses averaged over a batch agree to a few percent.
-RELATIVE_TOLERANCE = 0.05
+# bf16 keeps 8 bits of mantissa, fp16 11: losses averaged over a batch agree to a few percent.
+RELATIVE_TOLERANCE = {"bf16": 0.05, "fp16": 0.02}
 ABSOLUTE_TOLERANCE = 0.02
+# Compiled kernels reorder float32 reductions only.
+COMPILE_TOLERANCE = 1e-4
 
 
-def losses_with(precision: str, variant: str) -> dict[str, float]:
+def make_agent(*overrides: str):
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=[f"precision={precision}", f"rep_variant={variant}", "env.obs=both",
-                                           "batch_size=4", "batch_length=16"])
+        cfg = compose("config", overrides=["env.obs=both", "batch_size=4", "batch_length=16", *overrides])
     env = GymEnv(obs="both", seed=0)
+    env.close()
     torch.manual_seed(0)
     agent = build_agent(cfg, env.obs_space, env.action_space, torch.device("cpu"))
-    env.close()
     batch, start, _ = synthetic_replay(cfg, env.obs_space, env.action_space, seed=0).sample(4, 16)
+    return agent, batch, start
+
+
+def losses_with(*overrides: str) -> dict[str, float]:
+    agent, batch, start = make_agent(*overrides)
     torch.manual_seed(1)
     with agent.autocast():
         wm_losses, posterior, _ = agent.world_model.loss(batch, start)
@@ -30,10 +38,55 @@ def losses_with(precision: str, variant: str) -> dict[str, float]:
     return {name: value.item() for name, value in {**wm_losses, **ac_losses}.items()}
 
 
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
 @pytest.mark.parametrize("variant", ["r2dreamer", "dreamer"])
-def test_bf16_losses_match_fp32(variant):
-    reference, fast = losses_with("fp32", variant), losses_with("bf16", variant)
+def test_low_precision_losses_match_fp32(variant, precision):
+    reference = losses_with("precision=fp32", f"rep_variant={variant}")
+    fast = losses_with(f"precision={precision}", f"rep_variant={variant}")
     assert reference.keys() == fast.keys()
-    assert any(fast[name] != reference[name] for name in reference)  # bf16 really ran
+    assert any(fast[name] != reference[name] for name in reference)  # low precision really ran
     for name in reference:
-        assert fast[name] == pytest.approx(reference[name], rel=RELATIVE_TOLERANCE, abs=ABSOLUTE_TOLERANCE), name
+        assert fast[name] == pytest.approx(
+            reference[name], rel=RELATIVE_TOLERANCE[precision], abs=ABSOLUTE_TOLERANCE
+        ), name
+
+
+def test_compiled_losses_match_eager(monkeypatch):
+    # Inductor draws its own random numbers unless told to call the eager kernels.
+    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
+    reference = losses_with("compile=false")
+    compiled = losses_with("compile=true")
+    for name in reference:
+        assert compiled[name] == pytest.approx(reference[name], rel=COMPILE_TOLERANCE, abs=1e-5), name
+
+
+def test_fp16_update_reports_scale_and_changes_weights():
+    agent, batch, start = make_agent("precision=fp16")
+    before = [p.detach().clone() for p in agent.parameters()]
+    metrics, _, bad = agent.train_step(batch, start)
+    assert not bad
+    assert metrics["loss_scale"].item() == 2.0**15
+    assert agent.updates.item() == 1
+    assert any(not torch.equal(b, p) for b, p in zip(before, agent.parameters()))
+
+
+def test_loss_scaler_unscales_and_backs_off():
+    weight = torch.nn.Parameter(torch.zeros(3))
+    scaler = LossScaler(initial=8.0, interval=2)
+    weight.grad = torch.tensor([8.0, 16.0, -24.0])
+    assert scaler.unscale_([weight])
+    assert weight.grad.tolist() == [1.0, 2.0, -3.0]
+    weight.grad = torch.tensor([8.0, 8.0, 8.0])
+    assert scaler.unscale_([weight])
+    assert scaler.scale.item() == 16.0  # grew after `interval` finite steps
+    weight.grad = torch.tensor([float("inf"), 0.0, 0.0])
+    assert not scaler.unscale_([weight])
+    assert scaler.scale.item() == 8.0 and scaler.good_steps.item() == 0
+
+
+def test_disabled_scaler_leaves_gradients_alone():
+    weight = torch.nn.Parameter(torch.zeros(2))
+    weight.grad = torch.tensor([3.0, float("nan")])
+    scaler = LossScaler(enabled=False)
+    assert scaler.unscale_([weight]) and scaler.scale.item() == 1.0
+    assert weight.grad[0].item() == 3.0

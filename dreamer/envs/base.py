@@ -7,6 +7,11 @@ from dataclasses import dataclass
 import numpy as np
 
 
+class EnvSetupError(ValueError):
+    """An environment cannot be built as configured (unknown task, missing package or
+    system library); the one-line message names the problem and the fix."""
+
+
 @dataclass(frozen=True)
 class ActionSpace:
     """Agent-side action space: one-hot of ``size`` if discrete, else a box in [-1, 1]."""

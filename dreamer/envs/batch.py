@@ -7,13 +7,25 @@ from collections.abc import Callable
 import numpy as np
 
 from dreamer.envs.base import Env
+from dreamer.envs.worker import WorkerEnv
+
+
+def seeded(make_env: Callable[..., Env], first_seed: int, index: int) -> Env:
+    """``make_env(seed=first_seed + index)``; a module-level function so worker processes
+    can unpickle it (a lambda cannot be)."""
+    return make_env(seed=first_seed + index)
 
 
 class EnvBatch:
-    """Steps ``len(envs)`` environments in turn and stacks what they return."""
+    """Steps ``len(envs)`` environments and stacks what they return.
 
-    def __init__(self, make_env: Callable[[int], Env], count: int):
-        self.envs = [make_env(index) for index in range(count)]
+    With ``workers`` each environment runs in its own process (see :class:`WorkerEnv`) and
+    all step at the same time; ``make_env`` must then be picklable.
+    """
+
+    def __init__(self, make_env: Callable[[int], Env], count: int, workers: bool = False):
+        self.workers = bool(workers)
+        self.envs = [WorkerEnv(make_env, index) if self.workers else make_env(index) for index in range(count)]
         self.obs_space = self.envs[0].obs_space
         self.action_space = self.envs[0].action_space
 
@@ -25,9 +37,17 @@ class EnvBatch:
         return {key: np.stack([obs[key] for obs in observations]) for key in observations[0]}
 
     def reset(self) -> dict[str, np.ndarray]:
+        if self.workers:
+            for env in self.envs:
+                env.send("reset")
+            return self._stack([env.receive() for env in self.envs])
         return self._stack([env.reset() for env in self.envs])
 
     def step(self, actions: np.ndarray) -> dict[str, np.ndarray]:
+        if self.workers:  # send to every worker first, so they all step at once
+            for env, action in zip(self.envs, actions):
+                env.send("step", action)
+            return self._stack([env.receive() for env in self.envs])
         return self._stack([env.step(action) for env, action in zip(self.envs, actions)])
 
     def close(self) -> None:

@@ -1,0 +1,122 @@
+"""DeepMind Control Suite tasks (spec 5: DMC Vision and DMC Proprio)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dreamer.envs.base import ActionSpace, Env, EnvSetupError, transition
+from dreamer.envs.rendering import select_mujoco_gl
+
+OBS_CHOICES = ("pixels", "state", "both")
+CAMERAS = {"quadruped": 2}  # DreamerV3's views; every other domain renders camera 0
+
+
+def load_suite(needs_gl: bool):
+    """``dm_control.suite``, with the GL backend chosen first: MuJoCo fixes it on import,
+    so even a state-only env in this process must choose it for a later pixel env."""
+    try:
+        select_mujoco_gl()
+    except EnvSetupError:
+        if needs_gl:
+            raise
+    try:
+        from dm_control import suite
+    except ImportError as error:
+        raise EnvSetupError(f"the DMC suites need dm_control ({error}); install with pip install -e '.[dmc]'") from None
+    return suite
+
+
+def split_task(task: str, valid: list[str], suite_name: str) -> tuple[str, str]:
+    """``ball_in_cup_catch`` -> (``ball_in_cup``, ``catch``); a one-line error for unknown names."""
+    names = {f"{domain}_{name}": (domain, name) for domain, name in valid}
+    if task not in names:
+        raise EnvSetupError(f"env.task={task} is not a {suite_name} task; choose one of: {', '.join(sorted(names))}")
+    return names[task]
+
+
+class DMCEnv(Env):
+    """A dm_control task with ``image`` (camera frames, uint8) and/or ``state`` observations.
+
+    ``state`` concatenates the task's observation arrays, flattened, as float32.  Actions in
+    [-1, 1] are rescaled to the action spec.  ``time_limit`` counts simulator steps (action
+    repeat included); DMC episodes end by time, so ``is_terminal`` is only set where the
+    task itself ends with discount 0.
+    """
+
+    suite_name = "DMC"
+
+    def __init__(
+        self,
+        task: str = "cartpole_balance",
+        obs: str = "pixels",
+        size: tuple[int, int] = (64, 64),
+        action_repeat: int = 2,
+        time_limit: int = 1000,
+        camera: int | None = None,
+        seed: int | None = None,
+        render: bool = False,
+    ):
+        if obs not in OBS_CHOICES:
+            raise EnvSetupError(f"env.obs={obs} is not one of {', '.join(OBS_CHOICES)}")
+        suite = load_suite(needs_gl=obs != "state" or render)
+        domain, name = split_task(task, self.valid_tasks(suite), self.suite_name)
+        self._env = self._load(suite, domain, name, seed)
+        self._size, self._repeat, self._time_limit = tuple(size), int(action_repeat), int(time_limit)
+        self._camera = CAMERAS.get(domain, 0) if camera is None else int(camera)
+        spec = self._env.action_spec()
+        self._low, self._high = spec.minimum.astype(np.float32), spec.maximum.astype(np.float32)
+        self.action_space = ActionSpace(int(np.prod(spec.shape)), False)
+        self.obs_space = {}
+        if obs != "state":
+            self.obs_space["image"] = (*self._size, 3)
+        if obs != "pixels":
+            state_size = sum(int(np.prod(array.shape)) for array in self._env.observation_spec().values())
+            self.obs_space["state"] = (state_size,)
+        self._steps, self._done = 0, True
+
+    def valid_tasks(self, suite) -> list[tuple[str, str]]:
+        return list(suite.ALL_TASKS)
+
+    def _load(self, suite, domain: str, name: str, seed: int | None):
+        return suite.load(domain, name, task_kwargs={"random": seed})
+
+    @property
+    def physics(self):
+        return self._env.physics
+
+    def _observe(self, timestep) -> dict[str, np.ndarray]:
+        out = {}
+        if "state" in self.obs_space:
+            arrays = [np.asarray(value, np.float32).reshape(-1) for value in timestep.observation.values()]
+            out["state"] = np.concatenate(arrays)
+        if "image" in self.obs_space:
+            out["image"] = self.render()
+        return out
+
+    def reset(self) -> dict[str, np.ndarray]:
+        self._steps, self._done = 0, False
+        return transition(self._observe(self._env.reset()), 0.0, True, False, False)
+
+    def step(self, action: np.ndarray) -> dict[str, np.ndarray]:
+        if self._done:
+            return self.reset()
+        clipped = np.clip(np.asarray(action, np.float32), -1.0, 1.0)
+        scaled = self._low + (clipped + 1.0) / 2.0 * (self._high - self._low)
+        reward = 0.0
+        for _ in range(self._repeat):
+            timestep = self._env.step(scaled)
+            reward += timestep.reward or 0.0
+            self._steps += 1
+            if timestep.last() or self._steps >= self._time_limit:
+                break
+        terminal = bool(timestep.last() and timestep.discount == 0)
+        self._done = bool(timestep.last() or self._steps >= self._time_limit)
+        return transition(self._observe(timestep), reward, False, self._done, terminal)
+
+    def render(self) -> np.ndarray:
+        """The configured camera at the observation size, (H, W, 3) uint8."""
+        height, width = self._size
+        return self._env.physics.render(height, width, camera_id=self._camera)
+
+    def close(self) -> None:
+        self._env.close()
