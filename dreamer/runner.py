@@ -158,19 +158,26 @@ def to_floats(metrics: dict[str, torch.Tensor], prefix: str) -> dict[str, float]
 
 
 @torch.no_grad()
-def evaluate(agent: Agent, envs: EnvBatch) -> list[float]:
-    """One episode per environment with the actor's mode; returns their returns."""
+def evaluate(agent: Agent, envs: EnvBatch) -> dict[str, np.ndarray]:
+    """One episode per environment with the actor's mode.
+
+    Returns per-episode ``return`` and, for each ``log_<name>`` the envs report (e.g.
+    Meta-World's success), its maximum over the episode as ``<name>``; each (episodes,).
+    """
     obs = envs.reset()
+    logs = pop_log_keys(obs)
     latent = agent.initial_state(len(envs))
     action = np.zeros((len(envs), envs.action_space.size), np.float32)
-    returns = np.zeros(len(envs))
+    results = {"return": np.zeros(len(envs)), **{name: values.astype(np.float64) for name, values in logs.items()}}
     done = np.zeros(len(envs), bool)
     while not done.all():
         action, latent = agent.act({**obs, "action": action}, latent, explore=False)
         obs = envs.step(action)
-        returns += np.where(done, 0.0, obs["reward"])
+        for name, values in pop_log_keys(obs).items():
+            results[name] = np.where(done, results[name], np.maximum(results[name], values))
+        results["return"] += np.where(done, 0.0, obs["reward"])
         done |= obs["is_last"]
-    return returns.tolist()
+    return results
 
 
 @dataclass
@@ -405,9 +412,10 @@ class Runner:
             self.close()
 
     def evaluate(self, step: int) -> dict[str, float]:
-        returns = evaluate(self.agent, self.eval_envs)
+        results = evaluate(self.agent, self.eval_envs)
         self.state.last_eval = step
-        metrics = {"eval/return": float(np.mean(returns)), "eval/return_std": float(np.std(returns))}
+        metrics = {f"eval/{name}": float(np.mean(values)) for name, values in results.items()}
+        metrics["eval/return_std"] = float(np.std(results["return"]))
         self.logger.write(step, metrics)
         self.save_report(step)
         return {"eval/return": metrics["eval/return"]}

@@ -81,6 +81,8 @@ class AtariEnv(Env):
             if self.ale.game_over():
                 self.ale.getScreenRGB(self._frames[1])
                 break
+        if self._repeat == 1:  # nothing to pool with: both slots hold this frame
+            self._frames[0] = self._frames[1]
         terminal = self.ale.game_over(with_truncation=False)
         self._done = self.ale.game_over()  # with_truncation: the frame limit also ends it
         return transition({"image": self._image()}, reward, False, self._done, terminal)
