@@ -23,6 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch.utils.flop_counter import FlopCounterMode
 
+from dreamer.agent import AUTOCAST_DTYPES
 from dreamer.replay import Replay
 from dreamer.rssm import Latent
 from dreamer.runner import build_agent, replay_spaces, resolve_device, seed_everything
@@ -203,7 +204,7 @@ def main(cfg: DictConfig) -> None:
     with open_dict(cfg):
         cfg.bench.model_name = HydraConfig.get().runtime.choices.get("model", "?")
     # The peak is measured once, before any model exists, so every row shares it.
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision, torch.float32)
+    dtype = AUTOCAST_DTYPES.get(cfg.precision, torch.float32)
     peak = matmul_peak(resolve_device(cfg.device), dtype, repeats=10)
     log.info("matmul peak (%s): %.1f GFLOP/s", cfg.precision, peak / 1e9)
     rows = [bench_variant(cfg.copy(), variant, peak) for variant in cfg.bench.variants]

@@ -352,8 +352,6 @@ class Runner:
             metrics = {"episode/return": state.latest["episode/return"], "episode/length": length}
             metrics.update({f"episode/{name}": float(values[index]) for name, values in state.episode_logs.items()})
             self.logger.write(state.step, metrics)
-        state.episode_return[obs["is_last"]] = 0.0
-        state.episode_length[obs["is_last"]] = 0
 
     def run(self) -> dict[str, float]:
         cfg, state, envs = self.cfg, self.state, self.envs

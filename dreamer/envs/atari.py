@@ -4,16 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from dreamer.envs.base import ActionSpace, Env, EnvSetupError, transition
+from dreamer.envs.base import ActionSpace, Env, EnvSetupError, import_optional, transition
 from dreamer.envs.rendering import resize
-
-
-def load_ale():
-    try:
-        import ale_py
-    except ImportError as error:
-        raise EnvSetupError(f"env=atari100k needs ale-py ({error}); install with pip install -e '.[atari]'") from None
-    return ale_py
 
 
 class AtariEnv(Env):
@@ -36,7 +28,7 @@ class AtariEnv(Env):
         seed: int | None = None,
         render: bool = False,
     ):
-        ale_py = load_ale()
+        ale_py = import_optional("ale_py", "ale-py", "atari", "env=atari100k")
         games = sorted(ale_py.roms.get_all_rom_ids())
         if task not in games:
             raise EnvSetupError(f"env.task={task} is not an Atari game; choose one of: {', '.join(games)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,6 +11,14 @@ import numpy as np
 class EnvSetupError(ValueError):
     """An environment cannot be built as configured (unknown task, missing package or
     system library); the one-line message names the problem and the fix."""
+
+
+def import_optional(module: str, package: str, extra: str, user: str):
+    """Import a suite's optional dependency, or stop with the pip command that installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise EnvSetupError(f"{user} needs {package} ({error}); install with pip install -e '.[{extra}]'") from None
 
 
 @dataclass(frozen=True)

@@ -4,15 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dreamer.envs.base import ActionSpace, Env, EnvSetupError, transition
-
-
-def load_crafter():
-    try:
-        import crafter
-    except ImportError as error:
-        raise EnvSetupError(f"env=crafter needs crafter ({error}); install with pip install -e '.[crafter]'") from None
-    return crafter
+from dreamer.envs.base import ActionSpace, Env, EnvSetupError, import_optional, transition
 
 
 class CrafterEnv(Env):
@@ -34,7 +26,7 @@ class CrafterEnv(Env):
     ):
         if task != "reward":
             raise EnvSetupError(f"env.task={task} is not a Crafter task; choose one of: reward")
-        crafter = load_crafter()
+        crafter = import_optional("crafter", "crafter", "crafter", "env=crafter")
         self._env = crafter.Env(size=tuple(size), length=int(time_limit), reward=True, seed=seed)
         self._repeat = int(action_repeat)
         self._achievements = sorted(crafter.constants.achievements)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dreamer.envs.base import ActionSpace, Env, EnvSetupError, transition
+from dreamer.envs.base import ActionSpace, Env, EnvSetupError, import_optional, transition
 from dreamer.envs.rendering import select_mujoco_gl
 
 OBS_CHOICES = ("pixels", "state", "both")
@@ -19,11 +19,7 @@ def load_suite(needs_gl: bool):
     except EnvSetupError:
         if needs_gl:
             raise
-    try:
-        from dm_control import suite
-    except ImportError as error:
-        raise EnvSetupError(f"the DMC suites need dm_control ({error}); install with pip install -e '.[dmc]'") from None
-    return suite
+    return import_optional("dm_control.suite", "dm_control", "dmc", "the DMC suites")
 
 
 def split_task(task: str, valid: list[str], suite_name: str) -> tuple[str, str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dreamer.envs.base import ActionSpace, Env, EnvSetupError, transition
+from dreamer.envs.base import ActionSpace, Env, EnvSetupError, import_optional, transition
 from dreamer.envs.rendering import select_mujoco_gl
 
 OBS_CHOICES = ("pixels", "state", "both")
@@ -13,10 +13,7 @@ OBS_CHOICES = ("pixels", "state", "both")
 def load_task_classes() -> dict:
     """Task name (``reach-v3``) -> environment class with the goal in the state vector."""
     select_mujoco_gl()
-    try:
-        import metaworld
-    except ImportError as error:
-        raise EnvSetupError(f"env=metaworld needs metaworld ({error}); install with pip install -e '.[metaworld]'") from None
+    metaworld = import_optional("metaworld", "metaworld", "metaworld", "env=metaworld")
     suffix = "-goal-observable"
     return {name.removesuffix(suffix): cls for name, cls in metaworld.ALL_V3_ENVIRONMENTS_GOAL_OBSERVABLE.items()}
 
