@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+import sysconfig
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -47,6 +50,13 @@ class LossScaler(nn.Module):
             self.scale *= 0.5
             self.good_steps.zero_()
         return finite
+
+
+def cpu_compiler_available() -> bool:
+    """torch.compile on CPU builds C++ against Python's headers; without either it fails on
+    the first call."""
+    headers = Path(sysconfig.get_paths()["include"]) / "Python.h"
+    return headers.exists() and any(shutil.which(name) for name in ("g++", "c++", "clang++"))
 
 
 def compile_hot_paths(agent: "Agent") -> None:

@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from dreamer.agent import Agent
+from dreamer.agent import Agent, cpu_compiler_available
 from dreamer.envs import EnvBatch
 from dreamer.envs.batch import seeded
 from dreamer.networks import encoder_keys
@@ -75,9 +75,14 @@ def build_agent(cfg: DictConfig, obs_space: dict, action_space, device: torch.de
         discrete=action_space.discrete,
     )
     optimizer = hydra.utils.instantiate(cfg.optimizer, _convert_="all")
+    compile = bool(cfg.get("compile", False))
+    if compile and device.type == "cpu" and not cpu_compiler_available():
+        log.warning("compile=true needs a C++ compiler and Python's headers on CPU, and this machine "
+                    "lacks one; running eager. Install them (apt-get install g++ python3-dev) or set compile=false")
+        compile = False
     return Agent(
         world_model, actor_critic, optimizer, precision=cfg.get("precision", "fp32"),
-        compile=bool(cfg.get("compile", False)), channels_last=bool(cfg.get("channels_last", False)),
+        compile=compile, channels_last=bool(cfg.get("channels_last", False)),
     ).to(device)
 
 

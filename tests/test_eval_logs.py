@@ -38,7 +38,7 @@ class Scripted(Env):
 
 def test_evaluate_reports_return_and_episode_maximum_of_log_keys():
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config")
+        cfg = compose("config", overrides=["compile=false"])
     settings = [(3, 2), (5, None), (2, 1)]  # (length, step of success)
     envs = EnvBatch(lambda index: Scripted(*settings[index]), len(settings))
     agent = build_agent(cfg, envs.obs_space, envs.action_space, torch.device("cpu"))

@@ -19,6 +19,8 @@ COMPILE_TOLERANCE = 1e-4
 
 
 def make_agent(*overrides: str):
+    if not any(override.startswith("compile=") for override in overrides):
+        overrides = (*overrides, "compile=false")  # the tiny preset compiles; eager unless asked
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=["env.obs=both", "batch_size=4", "batch_length=16", *overrides])
     env = GymEnv(obs="both", seed=0)
@@ -58,6 +60,15 @@ def test_compiled_losses_match_eager(monkeypatch):
     compiled = losses_with("compile=true")
     for name in reference:
         assert compiled[name] == pytest.approx(reference[name], rel=COMPILE_TOLERANCE, abs=1e-5), name
+
+
+def test_compile_without_a_cpu_compiler_warns_and_runs_eager(monkeypatch, caplog):
+    monkeypatch.setattr("dreamer.agent.shutil.which", lambda name: None)
+    agent, batch, start = make_agent("compile=true")
+    rssm = agent.world_model.rssm
+    assert rssm.obs_step.__func__ is type(rssm).obs_step  # not wrapped by torch.compile
+    assert "compile=true needs a C++ compiler" in caplog.text and "running eager" in caplog.text
+    agent.train_step(batch, start)  # and the eager update runs
 
 
 def test_fp16_update_reports_scale_and_changes_weights():
