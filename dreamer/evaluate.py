@@ -1,8 +1,10 @@
 """``python -m dreamer.evaluate checkpoint=<path> episodes=10``: score a saved agent.
 
 Runs the actor's mode for ``episodes`` episodes in the environment the checkpoint was
-trained on, prints the mean and spread of the return, writes ``evaluation.json`` and a
-GIF of the first episode next to the checkpoint (or to ``out=<dir>``).
+trained on, prints the mean and spread of the return (and of each ``log_<name>`` metric
+the env reports, such as Meta-World's success or Crafter's achievements), writes
+``evaluation.json`` and a GIF of the first episode next to the checkpoint (or to
+``out=<dir>``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import torch
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from dreamer.runner import build_agent, resolve_device, seed_everything
+from dreamer.runner import build_agent, pop_log_keys, resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,7 @@ def load(path: Path, device: torch.device):
         raise ValueError(f"checkpoint={path} does not exist; give a checkpoint.pt or a run directory holding one")
     saved = torch.load(path, map_location="cpu", weights_only=False)
     cfg = OmegaConf.create(saved["config"])
+    cfg.compile = False  # one env, a few episodes: compiling would cost more than it saves
     make_env = hydra.utils.instantiate(cfg.env, _convert_="all")
     probe = make_env(seed=0)
     agent = build_agent(cfg, probe.obs_space, probe.action_space, device)
@@ -63,8 +66,11 @@ def load(path: Path, device: torch.device):
 
 
 @torch.no_grad()
-def run_episode(agent, env, record: bool) -> tuple[float, int, list[np.ndarray]]:
+def run_episode(agent, env, record: bool) -> tuple[float, int, list[np.ndarray], dict[str, float]]:
+    """Return, length, frames (if ``record``) and, for each ``log_<name>`` the env reports
+    (Crafter achievements, Meta-World success), its maximum over the episode."""
     obs = env.reset()
+    logs = {name: float(value) for name, value in pop_log_keys(obs).items()}
     latent = agent.initial_state(1)
     action = np.zeros((1, env.action_space.size), np.float32)
     total, length, frames = 0.0, 0, []
@@ -74,12 +80,14 @@ def run_episode(agent, env, record: bool) -> tuple[float, int, list[np.ndarray]]
         batch = {key: np.asarray(value)[None] for key, value in obs.items()}
         action, latent = agent.act({**batch, "action": action}, latent, explore=False)
         obs = env.step(action[0])
+        for name, value in pop_log_keys(obs).items():
+            logs[name] = max(logs.get(name, -np.inf), float(value))
         total += float(obs["reward"])
         length += 1
         if obs["is_last"]:
             if record:
                 frames.append(obs["image"] if "image" in obs else env.render())
-            return total, length, frames
+            return total, length, frames, logs
 
 
 def main(arguments: list[str] | None = None) -> int:
@@ -98,13 +106,15 @@ def main(arguments: list[str] | None = None) -> int:
     seed_everything(cfg.seed)
     out = Path(cfg.out) if cfg.out else path.parent
     out.mkdir(parents=True, exist_ok=True)
-    returns, lengths = [], []
+    returns, lengths, logs = [], [], {}
     for episode in range(cfg.episodes):
         env = make_env(seed=cfg.seed + episode, **({"render": True} if cfg.video and episode == 0 else {}))
-        total, length, frames = run_episode(agent, env, record=cfg.video and episode == 0)
+        total, length, frames, episode_logs = run_episode(agent, env, record=cfg.video and episode == 0)
         env.close()
         returns.append(total)
         lengths.append(length)
+        for name, value in episode_logs.items():
+            logs.setdefault(name, []).append(value)
         if frames:
             video = out / "evaluation_episode0.gif"
             imageio.mimsave(video, frames, duration=1000 / cfg.fps, loop=0)
@@ -114,10 +124,14 @@ def main(arguments: list[str] | None = None) -> int:
         "return_mean": float(np.mean(returns)), "return_std": float(np.std(returns)),
         "return_min": float(np.min(returns)), "return_max": float(np.max(returns)),
         "returns": returns, "lengths": lengths,
+        **{f"{name}_mean": float(np.mean(values)) for name, values in logs.items()},
+        "logs": logs,  # per episode, each log_<name>'s maximum over the episode
     }
     (out / "evaluation.json").write_text(json.dumps(result, indent=2))
     print(f"return {result['return_mean']:.1f} ± {result['return_std']:.1f} over {cfg.episodes} episodes "
           f"(min {result['return_min']:.1f}, max {result['return_max']:.1f}) at step {step}")
+    for name, values in logs.items():
+        print(f"{name} {np.mean(values):.3f} (mean over episodes of its per-episode maximum)")
     return 0
 
 

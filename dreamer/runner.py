@@ -368,6 +368,7 @@ class Runner:
             state.action = np.zeros((len(envs), envs.action_space.size), np.float32)
             state.episode_return = np.zeros(len(envs))
             state.episode_length = np.zeros(len(envs), int)
+            state.episode_logs = {}  # after a resume whose envs restarted: drop the lost episodes' maxima
         log_time, log_step = time.time(), state.step
         handlers = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         progress = tqdm(total=cfg.steps, initial=state.step, unit="step", dynamic_ncols=True, disable=not cfg.progress)

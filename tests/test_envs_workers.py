@@ -8,6 +8,7 @@ import pytest
 
 from dreamer.envs.base import ActionSpace, Env, transition
 from dreamer.envs.batch import EnvBatch, seeded
+from dreamer.envs.worker import RESTART_SEED_STRIDE
 from dreamer.runner import pop_log_keys
 
 
@@ -67,6 +68,7 @@ def test_crashed_worker_is_restarted_and_its_episode_discarded(tmp_path, caplog)
     assert observations[3]["is_first"].tolist() == [True, False]  # a new episode, no is_last
     assert not observations[3]["is_last"].any()
     assert observations[5]["state"][:, 1].tolist() == [2, 5]  # env 0 went on from its new start
+    assert observations[3]["state"][:, 0].tolist() == [RESTART_SEED_STRIDE, 1]  # with a new seed
     assert "crashed" in caplog.text and "restarting" in caplog.text
 
 

@@ -7,6 +7,7 @@ from hydra import compose, initialize_config_dir
 from dreamer.config import CONF_DIR
 from dreamer.envs import EnvBatch
 from dreamer.envs.base import ActionSpace, Env, transition
+from dreamer.evaluate import run_episode
 from dreamer.runner import build_agent, evaluate
 
 
@@ -45,3 +46,15 @@ def test_evaluate_reports_return_and_episode_maximum_of_log_keys():
     results = evaluate(agent, envs)
     assert results["return"].tolist() == [3.0, 5.0, 2.0]
     assert results["success"].tolist() == [1.0, 0.0, 1.0]
+
+
+def test_evaluate_command_episode_reports_the_maximum_of_log_keys():
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["compile=false"])
+    env = Scripted(4, success_at=2)
+    agent = build_agent(cfg, env.obs_space, env.action_space, torch.device("cpu"))
+    total, length, frames, logs = run_episode(agent, env, record=False)
+    assert (total, length, frames) == (4.0, 4, [])
+    assert logs == {"success": 1.0}
+    _, _, _, logs = run_episode(agent, Scripted(3, success_at=None), record=False)
+    assert logs == {"success": 0.0}

@@ -16,6 +16,9 @@ log = logging.getLogger(__name__)
 
 # 'spawn': a forked child would inherit torch's threads and locks in an undefined state.
 CONTEXT = multiprocessing.get_context("spawn")
+# make_env(index + RESTART_SEED_STRIDE * restarts) rebuilds a crashed env: with
+# envs.batch.seeded that is seed + 10,000 per restart, clear of a run's other env seeds.
+RESTART_SEED_STRIDE = 10_000
 
 
 def serve(make_env: Callable[[int], Env], index: int, connection) -> None:
@@ -49,8 +52,8 @@ class WorkerEnv:
     step at once.
 
     If the child dies or its env raises while stepping, the episode in flight is dropped
-    with a warning and a fresh child answers with the first observation of a new episode
-    (``is_first``).  A child that fails again before completing a single step after a
+    with a warning and a fresh child, built with a new seed, answers with the first
+    observation of a new episode (``is_first``).  A child that fails again before completing a single step after a
     restart, or fails while being built, raises instead: that is a bug, not bad luck.
     """
 
@@ -62,7 +65,9 @@ class WorkerEnv:
 
     def _start(self) -> None:
         self._connection, child = CONTEXT.Pipe()
-        self._process = CONTEXT.Process(target=serve, args=(self._make_env, self.index, child), daemon=True)
+        # A restarted env gets a new seed, so it does not replay the episodes it began with.
+        index = self.index + RESTART_SEED_STRIDE * self.restarts
+        self._process = CONTEXT.Process(target=serve, args=(self._make_env, index, child), daemon=True)
         self._process.start()
         child.close()
         status, payload = self._connection.recv()
