@@ -5,6 +5,7 @@ Same config groups as training; the extra keys live under ``bench`` in ``conf/be
     python -m dreamer.bench model=size12M bench.variants=[dreamer,r2dreamer] bench.updates=5
     python -m dreamer.bench precision=bf16 env.obs=pixels
     python -m dreamer.bench precision=bf16 compile=true channels_last=true
+    python -m dreamer.bench bench.profile=true     # also: the operators that take the time
 """
 
 from __future__ import annotations
@@ -108,6 +109,21 @@ def phase_shares(agent, batch, start, device) -> dict[str, float]:
     return {name: seconds / whole for name, seconds in timer.totals.items()}
 
 
+def profile_update(agent, batch, start, path: Path, rows: int = 40) -> None:
+    """torch.profiler over one update: the operators that take the most time, by their own
+    time (children excluded), written to ``path`` and logged."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if agent.device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as profiler:
+        agent.train_step(batch, start)
+        synchronize(agent.device)
+    sort = "self_cuda_time_total" if agent.device.type == "cuda" else "self_cpu_time_total"
+    text = profiler.key_averages().table(sort_by=sort, row_limit=rows)
+    path.write_text(text)
+    log.info("profile of one update (%s):\n%s", path, text)
+
+
 def bench_variant(cfg: DictConfig, variant: str, peak: float) -> dict:
     with open_dict(cfg):
         cfg.rep_variant = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "rep_variant" / f"{variant}.yaml")
@@ -149,6 +165,9 @@ def bench_variant(cfg: DictConfig, variant: str, peak: float) -> dict:
         agent.act(obs, latent)
         synchronize(device)
         act_times.append(time.perf_counter() - begin)
+
+    if cfg.bench.profile:
+        profile_update(agent, *sample(), Path(HydraConfig.get().runtime.output_dir) / f"profile_{variant}.txt")
 
     median = statistics.median(times)
     if device.type == "cuda":
