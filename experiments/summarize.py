@@ -53,9 +53,16 @@ def final_return(run_dir: Path) -> float | None:
     return score
 
 
+def variant_names() -> dict[str, str]:
+    """``rep_variant`` choice by objective class: ``{"...BarlowTwinsObjective": "r2dreamer", ...}``."""
+    folder = Path(__file__).resolve().parents[1] / "conf" / "rep_variant"
+    return {yaml.safe_load(path.read_text())["_target_"]: path.stem for path in sorted(folder.glob("*.yaml"))}
+
+
 def describe(run_dir: Path) -> tuple[str, str, int]:
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    variant = config["rep_variant"]["_target_"].rsplit(".", 1)[-1]
+    target = config["rep_variant"]["_target_"]
+    variant = variant_names().get(target, target.rsplit(".", 1)[-1])
     env = config["env"]
     task = env.get("task") or env.get("id") or "?"
     if env.get("obs") not in (None, "state"):

@@ -46,6 +46,20 @@ def test_summary_uses_last_eval_of_each_run(tmp_path, capsys):
     assert "BarlowTwinsObjective" in out and "300.0" in out
 
 
+def test_summary_names_variants_by_their_rep_variant_choice(tmp_path, capsys):
+    targets = {"r2dreamer": "dreamer.representation.r2dreamer.BarlowTwinsObjective",
+               "dreamer": "dreamer.representation.dreamer.ReconstructionObjective"}
+    for seed, target in enumerate(targets.values()):
+        write_run(tmp_path / str(seed), "unused", seed, [100.0 * (seed + 1)])
+        config = yaml.safe_load((tmp_path / str(seed) / "config.yaml").read_text())
+        config["rep_variant"]["_target_"] = target
+        (tmp_path / str(seed) / "config.yaml").write_text(yaml.safe_dump(config))
+    assert summarize.main([str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("r2dreamer ") and "100.0" in line for line in lines)
+    assert any(line.startswith("dreamer ") and "200.0" in line for line in lines)
+
+
 def test_summary_of_empty_directory_is_an_error(tmp_path, capsys):
     assert summarize.main([str(tmp_path)]) == 2
     assert "no finished runs" in capsys.readouterr().err
