@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from dreamer.actor_critic import ActorCritic
+from dreamer.networks import ConvDecoder, ConvEncoder
 from dreamer.optim import Optimizer
 from dreamer.rssm import Latent
 from dreamer.world_model import WorldModel
@@ -60,7 +61,8 @@ def cpu_compiler_available() -> bool:
 
 
 def compile_hot_paths(agent: "Agent") -> None:
-    """``torch.compile`` the per-time-step functions the update loops over.
+    """``torch.compile`` the per-time-step functions the update loops over, and the
+    convolution stacks.
 
     The posterior and imagination steps run T and H times per update with identical
     shapes, so one compiled graph each is reused; the loops themselves stay in Python,
@@ -69,6 +71,11 @@ def compile_hot_paths(agent: "Agent") -> None:
     rssm = agent.world_model.rssm
     rssm.obs_step = torch.compile(rssm.obs_step, dynamic=False)
     rssm.img_step = torch.compile(rssm.img_step, dynamic=False)
+    # Convolution stages: the convolutions stay library calls, while compiling fuses the
+    # pooling, channel norms and activations around them (large elementwise work at 64x64).
+    for module in agent.modules():
+        if isinstance(module, (ConvEncoder, ConvDecoder)):
+            module.stages.forward = torch.compile(module.stages.forward, dynamic=False)
 
 
 class Agent(nn.Module):

@@ -3,6 +3,7 @@ within stated tolerances, and fp16's loss scaling skips overflowing updates."""
 
 import pytest
 import torch
+import torch._inductor.config  # noqa: F401  (patched below)
 from hydra import compose, initialize_config_dir
 
 from dreamer.agent import LossScaler
@@ -31,8 +32,17 @@ def make_agent(*overrides: str):
     return agent, batch, start
 
 
+def compiled_parts(agent) -> list[str]:
+    """Names of the modules whose forward (or RSSM step) torch.compile wraps."""
+    parts = [name for name, module in agent.named_modules() if hasattr(module.forward, "_torchdynamo_orig_callable")]
+    rssm = agent.world_model.rssm
+    return parts + [f"rssm.{step}" for step in ("obs_step", "img_step")
+                    if hasattr(getattr(rssm, step), "_torchdynamo_orig_callable")]
+
+
 def losses_with(*overrides: str) -> dict[str, float]:
     agent, batch, start = make_agent(*overrides)
+    assert bool(compiled_parts(agent)) == ("compile=true" in overrides)
     torch.manual_seed(1)
     with agent.autocast():
         wm_losses, posterior, _ = agent.world_model.loss(batch, start)
@@ -53,11 +63,16 @@ def test_low_precision_losses_match_fp32(variant, precision):
         ), name
 
 
-def test_compiled_losses_match_eager(monkeypatch):
+@pytest.mark.parametrize("variant", ["r2dreamer", "dreamer"])  # dreamer: the compiled CNN decoder too
+def test_compiled_losses_match_eager(variant):
+    reference = losses_with("compile=false", f"rep_variant={variant}")
     # Inductor draws its own random numbers unless told to call the eager kernels.
-    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
-    reference = losses_with("compile=false")
-    compiled = losses_with("compile=true")
+    with torch._inductor.config.patch(fallback_random=True):
+        compiled = losses_with("compile=true", f"rep_variant={variant}")
+    assert reference.keys() == compiled.keys()
+    parts = compiled_parts(make_agent("compile=true", f"rep_variant={variant}")[0])
+    assert {"world_model.encoder.cnn.stages", "rssm.obs_step", "rssm.img_step"} <= set(parts)
+    assert any("decoder" in part for part in parts) == (variant == "dreamer")
     for name in reference:
         assert compiled[name] == pytest.approx(reference[name], rel=COMPILE_TOLERANCE, abs=1e-5), name
 
@@ -65,8 +80,7 @@ def test_compiled_losses_match_eager(monkeypatch):
 def test_compile_without_a_cpu_compiler_warns_and_runs_eager(monkeypatch, caplog):
     monkeypatch.setattr("dreamer.agent.shutil.which", lambda name: None)
     agent, batch, start = make_agent("compile=true")
-    rssm = agent.world_model.rssm
-    assert rssm.obs_step.__func__ is type(rssm).obs_step  # not wrapped by torch.compile
+    assert compiled_parts(agent) == []
     assert "compile=true needs a C++ compiler" in caplog.text and "running eager" in caplog.text
     agent.train_step(batch, start)  # and the eager update runs
 
