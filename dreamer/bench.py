@@ -118,7 +118,7 @@ def profile_update(agent, batch, start, path: Path, rows: int = 40) -> None:
     with torch.profiler.profile(activities=activities) as profiler:
         agent.train_step(batch, start)
         synchronize(agent.device)
-    sort = "self_cuda_time_total" if agent.device.type == "cuda" else "self_cpu_time_total"
+    sort = "self_device_time_total" if agent.device.type == "cuda" else "self_cpu_time_total"
     text = profiler.key_averages().table(sort_by=sort, row_limit=rows)
     path.write_text(text)
     log.info("profile of one update (%s):\n%s", path, text)

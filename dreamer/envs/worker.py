@@ -53,8 +53,9 @@ class WorkerEnv:
 
     If the child dies or its env raises while stepping, the episode in flight is dropped
     with a warning and a fresh child, built with a new seed, answers with the first
-    observation of a new episode (``is_first``).  A child that fails again before completing a single step after a
-    restart, or fails while being built, raises instead: that is a bug, not bad luck.
+    observation of a new episode (``is_first``).  A child that fails again before
+    completing a single step after a restart, or fails while being built, raises instead:
+    that is a bug, not bad luck.
     """
 
     def __init__(self, make_env: Callable[[int], Env], index: int):
