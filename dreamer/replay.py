@@ -32,9 +32,11 @@ class Replay:
         self.length = max(2, capacity // num_envs)  # steps kept per environment
         self.num_envs = num_envs
         self.classes = classes
-        self.data = {key: torch.zeros(self.length, num_envs, *shape, dtype=dtype) for key, (shape, dtype) in spaces.items()}
-        self.deter = torch.zeros(self.length, num_envs, deter)  # (L, n, D)
-        self.stoch = torch.zeros(self.length, num_envs, stoch, dtype=torch.uint8 if classes <= 256 else torch.int16)
+        # Uninitialised: only rows below ``count`` are ever read, and the operating system
+        # commits the memory as rows are written (a 500k-step pixel replay is 6 GiB).
+        self.data = {key: torch.empty(self.length, num_envs, *shape, dtype=dtype) for key, (shape, dtype) in spaces.items()}
+        self.deter = torch.empty(self.length, num_envs, deter)  # (L, n, D)
+        self.stoch = torch.empty(self.length, num_envs, stoch, dtype=torch.uint8 if classes <= 256 else torch.int16)
         self.position = 0  # next row to write
         self.count = 0  # rows filled
         self.rng = np.random.default_rng(seed)

@@ -1,5 +1,9 @@
 """Replay, RSSM, optimiser and distributions against hand-computed behaviour."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -136,3 +140,16 @@ def test_adam_clip_limits_global_norm():
     metrics = optimizer.step()
     assert metrics["grad_norm"].item() == pytest.approx(50.0)
     torch.testing.assert_close(parameter.detach(), torch.tensor([-0.1, -0.1]))
+
+
+def test_replay_commits_memory_only_as_it_fills():
+    # A 500k-step replay of 64x64 frames is 6 GiB; building it must not touch that memory.
+    script = (
+        "import resource, torch\n"
+        "from dreamer.replay import Replay\n"
+        "Replay(500_000, 4, {'image': ((64, 64, 3), torch.uint8)}, 256, 8, 8)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert int(result.stdout) < 2048  # MiB of resident memory, torch included
