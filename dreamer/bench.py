@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch.utils.flop_counter import FlopCounterMode
 
 from dreamer.agent import AUTOCAST_DTYPES
+from dreamer.config import CONF_DIR
 from dreamer.replay import Replay
 from dreamer.rssm import Latent
 from dreamer.runner import build_agent, replay_spaces, resolve_device, seed_everything
@@ -126,7 +127,7 @@ def profile_update(agent, batch, start, path: Path, rows: int = 40) -> None:
 
 def bench_variant(cfg: DictConfig, variant: str, peak: float) -> dict:
     with open_dict(cfg):
-        cfg.rep_variant = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "rep_variant" / f"{variant}.yaml")
+        cfg.rep_variant = OmegaConf.load(CONF_DIR / "rep_variant" / f"{variant}.yaml")
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     env = hydra.utils.instantiate(cfg.env, _convert_="all")(seed=cfg.seed)
@@ -218,7 +219,7 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-@hydra.main(config_path=str(Path(__file__).resolve().parents[1] / "conf"), config_name="bench", version_base="1.3")
+@hydra.main(config_path=str(CONF_DIR), config_name="bench", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     with open_dict(cfg):
         cfg.bench.model_name = HydraConfig.get().runtime.choices.get("model", "?")

@@ -1,8 +1,8 @@
 """``python -m dreamer.evaluate checkpoint=<path> episodes=10``: score a saved agent.
 
 Runs the actor's mode for ``episodes`` episodes in the environment the checkpoint was
-trained on, prints the mean and spread of the return (and of each ``log_<name>`` metric
-the env reports, such as Meta-World's success or Crafter's achievements), writes
+trained on, prints the mean and spread of the return (and the mean of each ``log_<name>``
+metric the env reports, such as Meta-World's success or Crafter's achievements), writes
 ``evaluation.json`` and a GIF of the first episode next to the checkpoint (or to
 ``out=<dir>``).
 """

@@ -11,6 +11,7 @@ Every run directory below the given paths (any folder with ``config.yaml`` and
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from collections import defaultdict
@@ -18,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+
+from dreamer.config import CONF_DIR
 
 
 def interquartile_mean(scores: np.ndarray) -> float:
@@ -53,9 +56,10 @@ def final_return(run_dir: Path) -> float | None:
     return score
 
 
+@functools.cache
 def variant_names() -> dict[str, str]:
     """``rep_variant`` choice by objective class: ``{"...BarlowTwinsObjective": "r2dreamer", ...}``."""
-    folder = Path(__file__).resolve().parents[1] / "conf" / "rep_variant"
+    folder = CONF_DIR / "rep_variant"
     return {yaml.safe_load(path.read_text())["_target_"]: path.stem for path in sorted(folder.glob("*.yaml"))}
 
 
