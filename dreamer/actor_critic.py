@@ -9,7 +9,7 @@ from torch import nn
 
 from dreamer.distributions import BoundedNormal, OneHotCategorical, TwoHot
 from dreamer.functional import lambda_returns, percentile_range, replay_lambda_returns, twohot_bins
-from dreamer.networks import MLP
+from dreamer.networks import MLP, autocast_input
 from dreamer.rssm import Latent
 from dreamer.world_model import WorldModel
 
@@ -100,6 +100,7 @@ class ActorCritic(nn.Module):
         batch_size, length = batch["reward"].shape
         start = posterior.detach().reshape(batch_size * length)  # (N = B*T, ...)
         features, actions = self.imagine(world_model, start)  # (N, H+1, F), (N, H, A)
+        features = autocast_input(features)  # five heads read them
         with torch.no_grad():
             rewards = world_model.reward(features).mean()  # (N, H+1)
             continues = world_model.continues(features).mean()  # (N, H+1)

@@ -28,7 +28,7 @@ from dreamer.agent import AUTOCAST_DTYPES
 from dreamer.config import CONF_DIR
 from dreamer.replay import Replay
 from dreamer.rssm import Latent
-from dreamer.runner import build_agent, replay_spaces, resolve_device, seed_everything
+from dreamer.runner import build_agent, keep_freed_memory, replay_spaces, resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -223,6 +223,8 @@ def table(rows: list[dict]) -> str:
 def main(cfg: DictConfig) -> None:
     with open_dict(cfg):
         cfg.bench.model_name = HydraConfig.get().runtime.choices.get("model", "?")
+    if cfg.keep_freed_memory:
+        keep_freed_memory()
     # The peak is measured once, before any model exists, so every row shares it.
     dtype = AUTOCAST_DTYPES.get(cfg.precision, torch.float32)
     peak = matmul_peak(resolve_device(cfg.device), dtype, repeats=10)

@@ -32,15 +32,16 @@ def twohot_bins(num_bins: int = 255, low: float = -20.0, high: float = 20.0) -> 
     return symexp(positions).float()
 
 
-def twohot_encode(target: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
-    """Split each scalar between its two neighbouring bins.
+def twohot_split(target: torch.Tensor, bins: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The two neighbouring bins of each scalar and their weights.
 
-    target: (...,) raw values; bins: (N,) increasing.  Returns (..., N) weights summing
-    to one, proportional to closeness; values outside the range go to the end bin.
+    target: (...,) raw values; bins: (N,) increasing.  Returns the indices below and
+    above (...,) and their weights, which sum to one and are proportional to closeness;
+    values outside the range put all weight on the end bin.
     """
     target = target.float()
     num_bins = bins.shape[0]
-    count_below = (bins <= target.unsqueeze(-1)).sum(-1)  # (...,)
+    count_below = torch.searchsorted(bins, target.contiguous(), right=True)  # bins <= target
     below = (count_below - 1).clamp(0, num_bins - 1)
     above = count_below.clamp(0, num_bins - 1)  # equals ``below`` outside the range
     distance_below = (bins[below] - target).abs()
@@ -49,9 +50,15 @@ def twohot_encode(target: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
     total = torch.where(same, torch.ones_like(target), distance_below + distance_above)
     weight_below = torch.where(same, torch.ones_like(target), distance_above / total)
     weight_above = torch.where(same, torch.zeros_like(target), distance_below / total)
-    encoded = F.one_hot(below, num_bins) * weight_below.unsqueeze(-1)
-    encoded = encoded + F.one_hot(above, num_bins) * weight_above.unsqueeze(-1)
-    return encoded
+    return below, above, weight_below, weight_above
+
+
+def twohot_encode(target: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
+    """Two-hot vectors (..., N) of the scalars (...,): see :func:`twohot_split`."""
+    below, above, weight_below, weight_above = twohot_split(target, bins)
+    encoded = torch.zeros(*target.shape, bins.shape[0], device=bins.device)
+    encoded.scatter_add_(-1, below.unsqueeze(-1), weight_below.unsqueeze(-1))
+    return encoded.scatter_add_(-1, above.unsqueeze(-1), weight_above.unsqueeze(-1))
 
 
 def twohot_mean(probs: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
@@ -72,9 +79,15 @@ def twohot_mean(probs: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
 
 
 def twohot_loss(logits: torch.Tensor, target: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
-    """Cross entropy of softmax(logits) (..., N) against the two-hot target (...,)."""
-    encoded = twohot_encode(target.detach(), bins)
-    return -(encoded * F.log_softmax(logits.float(), -1)).sum(-1)
+    """Cross entropy of softmax(logits) (..., N) against the two-hot target (...,).
+
+    Only the two target bins have weight, so their log-probabilities are gathered instead
+    of multiplying a mostly-zero (..., N) two-hot tensor.
+    """
+    below, above, weight_below, weight_above = twohot_split(target.detach(), bins)
+    log_probs = F.log_softmax(logits.float(), -1)
+    picked = log_probs.gather(-1, torch.stack([below, above], -1))  # (..., 2)
+    return -(weight_below * picked[..., 0] + weight_above * picked[..., 1])
 
 
 def unimix_probs(logits: torch.Tensor, unimix: float = 0.01) -> torch.Tensor:

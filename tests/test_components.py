@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from dreamer.distributions import BoundedNormal, OneHotCategorical, straight_through_sample
+from dreamer.networks import ChannelNorm
 from dreamer.optim import AdamClip, LaPropAGC, adaptive_clip_
 from dreamer.replay import Replay
 from dreamer.rssm import RSSM, Latent
@@ -153,3 +154,50 @@ def test_replay_commits_memory_only_as_it_fills():
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
                             cwd=Path(__file__).resolve().parents[1])
     assert int(result.stdout) < 2048  # MiB of resident memory, torch included
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_keep_freed_memory_reuses_large_blocks_without_page_faults():
+    # Minor page faults while allocating and filling a 256 MiB tensor, ten times over: about
+    # 65k each time (one per 4 KiB page) when malloc returns freed blocks to the OS; once
+    # the heap has settled, none when it keeps them, and the footprint stops growing.
+    script = (
+        "import resource, sys, torch\n"
+        "from dreamer.runner import keep_freed_memory\n"
+        "from dreamer.replay import Replay\n"
+        "if sys.argv[1] == 'keep': assert keep_freed_memory()\n"
+        "faults = []\n"
+        "for _ in range(10):\n"
+        "    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+        "    torch.ones(2**26).sum(), torch.ones(1000)\n"
+        "    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)\n"
+        "Replay(500_000, 4, {'image': ((64, 64, 3), torch.uint8)}, 256, 8, 8)\n"
+        "print(sum(faults[5:]), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"
+    )
+    results = {}
+    for mode in ("default", "keep"):
+        result = subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True, check=True,
+                                cwd=Path(__file__).resolve().parents[1])
+        results[mode] = [int(value) for value in result.stdout.split()]
+    assert results["default"][0] > 5 * 60_000
+    assert results["keep"][0] < 1_000
+    assert results["keep"][1] < 2048  # MiB: bounded, and a big replay still commits memory only as it fills
+
+
+def test_channel_norm_divides_each_pixel_by_its_channel_rms():
+    norm = ChannelNorm(2, eps=0.0)
+    with torch.no_grad():
+        norm.scale.copy_(torch.tensor([1.0, 2.0]))
+    x = torch.tensor([3.0, 4.0]).reshape(1, 2, 1, 1).repeat(1, 1, 2, 3)  # rms over channels: sqrt(12.5)
+    rms = 12.5**0.5
+    expected = torch.tensor([3.0 / rms, 2 * 4.0 / rms]).reshape(1, 2, 1, 1).expand(1, 2, 2, 3)
+    assert torch.allclose(norm(x), expected)
+    # the same as RMSNorm over channels moved last, in either dtype
+    x = torch.randn(3, 5, 4, 4)
+    norm = ChannelNorm(5)
+    with torch.no_grad():
+        norm.scale.copy_(torch.arange(1.0, 6.0))
+    reference = torch.nn.functional.rms_norm(x.permute(0, 2, 3, 1), (5,), norm.scale.detach(), 1e-4).permute(0, 3, 1, 2)
+    assert torch.allclose(norm(x), reference, atol=1e-6)
+    half = norm(x.bfloat16())
+    assert half.dtype == torch.bfloat16 and torch.allclose(half.float(), reference, atol=0.05)

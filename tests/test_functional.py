@@ -16,6 +16,7 @@ from dreamer.functional import (
     symlog,
     twohot_bins,
     twohot_encode,
+    twohot_loss,
     twohot_mean,
     unimix_probs,
 )
@@ -59,6 +60,25 @@ def test_twohot_outside_range_goes_to_end_bin():
     bins = torch.tensor([-2.0, 0.0, 1.0, 3.0])
     encoded = twohot_encode(torch.tensor([-10.0, 10.0]), bins)
     torch.testing.assert_close(encoded, torch.tensor([[1.0, 0, 0, 0], [0, 0, 0, 1.0]]))
+
+
+def test_twohot_loss_is_cross_entropy_against_the_two_hot_target():
+    bins = torch.tensor([-2.0, 0.0, 1.0, 3.0])
+    logits = torch.tensor([[0.0, 1.0, 2.0, 0.5], [1.0, 1.0, 1.0, 1.0]])
+    loss = twohot_loss(logits, torch.tensor([0.25, 10.0]), bins)
+    log_p = torch.log_softmax(logits, -1)
+    expected = torch.stack([-(0.75 * log_p[0, 1] + 0.25 * log_p[0, 2]), -log_p[1, 3]])  # 10 -> the end bin
+    torch.testing.assert_close(loss, expected)
+    assert loss[1].item() == pytest.approx(math.log(4))
+    # the same as the dense form on many targets, gradient included
+    bins = twohot_bins(255)
+    logits = torch.randn(6, 7, 255, requires_grad=True)
+    targets = torch.randn(6, 7) * 50
+    dense = -(twohot_encode(targets, bins) * torch.log_softmax(logits, -1)).sum(-1)
+    torch.testing.assert_close(twohot_loss(logits, targets, bins), dense)
+    (grad,) = torch.autograd.grad(twohot_loss(logits, targets, bins).sum(), logits)
+    (dense_grad,) = torch.autograd.grad(dense.sum(), logits)
+    torch.testing.assert_close(grad, dense_grad)
 
 
 def test_twohot_expected_value_recovers_target():

@@ -33,8 +33,12 @@ def make_agent(*overrides: str):
 
 
 def compiled_parts(agent) -> list[str]:
-    """Names of the modules whose forward (or RSSM step) torch.compile wraps."""
-    parts = [name for name, module in agent.named_modules() if hasattr(module.forward, "_torchdynamo_orig_callable")]
+    """Names of the modules whose forward, norm + SiLU tail or RSSM step torch.compile wraps."""
+    def compiled(function) -> bool:
+        return hasattr(function, "_torchdynamo_orig_callable")
+
+    parts = [name for name, module in agent.named_modules()
+             if compiled(module.forward) or compiled(getattr(module, "norm_silu", None))]
     rssm = agent.world_model.rssm
     return parts + [f"rssm.{step}" for step in ("obs_step", "img_step")
                     if hasattr(getattr(rssm, step), "_torchdynamo_orig_callable")]
@@ -71,7 +75,7 @@ def test_compiled_losses_match_eager(variant):
         compiled = losses_with("compile=true", f"rep_variant={variant}")
     assert reference.keys() == compiled.keys()
     parts = compiled_parts(make_agent("compile=true", f"rep_variant={variant}")[0])
-    assert {"world_model.encoder.cnn.stages", "rssm.obs_step", "rssm.img_step"} <= set(parts)
+    assert {"world_model.encoder.cnn.stages.2", "actor_critic.critic.hidden.0", "rssm.obs_step", "rssm.img_step"} <= set(parts)
     assert any("decoder" in part for part in parts) == (variant == "dreamer")
     for name in reference:
         assert compiled[name] == pytest.approx(reference[name], rel=COMPILE_TOLERANCE, abs=1e-5), name
