@@ -1,8 +1,13 @@
 """``python -m dreamer.bench``: one timed update per variant, its table, JSON and profile."""
 
 import json
+import sys
+from pathlib import Path
 
 from test_cli import run_cli
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+import bench_modes  # noqa: E402
 
 
 def test_bench_writes_table_json_and_profile(tmp_path):
@@ -22,3 +27,14 @@ def test_bench_writes_table_json_and_profile(tmp_path):
     for variant in ("r2dreamer", "dreamer"):
         assert "aten::" in (tmp_path / f"profile_{variant}.txt").read_text()
     assert "r2dreamer" in result.stdout and "upd/s" in result.stdout
+
+
+def test_bench_modes_takes_medians_over_repeats_and_divides():
+    def run(seconds):
+        return [{"variant": "r2dreamer", "update_seconds_median": seconds, "fraction_of_peak": seconds / 100}]
+
+    runs = {"baseline": [run(8.0), run(10.0), run(9.0)], "fast": [run(4.0), run(3.0), run(5.0)]}
+    (row,) = bench_modes.summarize(runs, "baseline", "fast")
+    assert row["baseline"]["seconds"] == 9.0 and row["fast"]["seconds"] == 4.0
+    assert row["speedup"] == 2.25
+    assert row["fast"]["each"] == [4.0, 3.0, 5.0] and row["fast"]["fraction_of_peak"] == 0.04
