@@ -50,7 +50,7 @@ def keep_freed_memory() -> bool:
 
     By default each block above glibc's mmap threshold (at most 32 MiB) is a fresh ``mmap``,
     unmapped when freed, so every update page-faults and zero-fills its large activations
-    again (a quarter of a ``size12M`` pixel update on CPU).  Like CUDA's caching allocator,
+    again (15-20 % of a ``size12M`` pixel update on CPU).  Like CUDA's caching allocator,
     the process then keeps its peak footprint.  Returns False where the C library is not glibc.
     """
     try:
