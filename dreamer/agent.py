@@ -72,7 +72,7 @@ def compile_hot_paths(agent: "Agent") -> None:
     rssm.obs_step = torch.compile(rssm.obs_step, dynamic=False)
     rssm.img_step = torch.compile(rssm.img_step, dynamic=False)
     # Convolution stages: only the channel norms are compiled (one fused pass instead of
-    # six at 64x64).  Convolutions, pooling and upsampling stay library kernels: compiled,
+    # several eager ones at 64x64).  Convolutions, pooling and upsampling stay library kernels: compiled,
     # the max-pool backward became a gather loop that cost more than the convolutions.
     # Each image size, batch size and grad/autocast mode is its own specialised graph (the
     # four encoder stages alone need eight: training and acting); the shared hidden-layer

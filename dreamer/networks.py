@@ -21,12 +21,17 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.rms_norm(x, (x.shape[-1],), self.scale.to(x.dtype), self.eps)
+        return rms_norm(x, self.scale, self.eps)
+
+
+def rms_norm(x: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMSNorm over the last axis with a learned ``scale`` in ``x``'s dtype."""
+    return F.rms_norm(x, (x.shape[-1],), scale.to(x.dtype), eps)
 
 
 def rms_norm_silu(x: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:
     """``SiLU(RMSNorm(x))`` over the last axis: the tail of every hidden layer."""
-    return F.silu(F.rms_norm(x, (x.shape[-1],), scale.to(x.dtype), eps))
+    return F.silu(rms_norm(x, scale, eps))
 
 
 def autocast_input(x: torch.Tensor) -> torch.Tensor:
@@ -40,7 +45,7 @@ class NormedLinear(nn.Sequential):
     """Linear, RMSNorm, SiLU: the hidden layer used everywhere in DreamerV3.
 
     ``norm_silu`` computes the last two; ``compile=true`` swaps in a compiled version
-    that makes one pass over the activations instead of seven.
+    that makes one pass over the activations instead of several eager ones.
     """
 
     def __init__(self, in_size: int, out_size: int):

@@ -143,6 +143,13 @@ def test_adam_clip_limits_global_norm():
     torch.testing.assert_close(parameter.detach(), torch.tensor([-0.1, -0.1]))
 
 
+def run_python(script: str, *args: str) -> str:
+    """Stdout of ``script`` in a fresh interpreter: memory settings and counters are per process."""
+    result = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, check=True,
+                            cwd=Path(__file__).resolve().parents[1])
+    return result.stdout
+
+
 def test_replay_commits_memory_only_as_it_fills():
     # A 500k-step replay of 64x64 frames is 6 GiB; building it must not touch that memory.
     script = (
@@ -151,9 +158,7 @@ def test_replay_commits_memory_only_as_it_fills():
         "Replay(500_000, 4, {'image': ((64, 64, 3), torch.uint8)}, 256, 8, 8)\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
-                            cwd=Path(__file__).resolve().parents[1])
-    assert int(result.stdout) < 2048  # MiB of resident memory, torch included
+    assert int(run_python(script)) < 2048  # MiB of resident memory, torch included
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
@@ -176,9 +181,7 @@ def test_keep_freed_memory_reuses_large_blocks_without_page_faults():
     )
     results = {}
     for mode in ("default", "keep"):
-        result = subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True, check=True,
-                                cwd=Path(__file__).resolve().parents[1])
-        results[mode] = [int(value) for value in result.stdout.split()]
+        results[mode] = [int(value) for value in run_python(script, mode).split()]
     assert results["default"][0] > 5 * 60_000
     assert results["keep"][0] < 1_000
     assert results["keep"][1] < 2048  # MiB: bounded, and a big replay still commits memory only as it fills
