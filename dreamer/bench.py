@@ -10,6 +10,7 @@ Same config groups as training; the extra keys live under ``bench`` in ``conf/be
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import resource
@@ -130,6 +131,9 @@ def bench_variant(cfg: DictConfig, variant: str, peak: float) -> dict:
         cfg.rep_variant = OmegaConf.load(CONF_DIR / "rep_variant" / f"{variant}.yaml")
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
+    if device.type == "cuda":  # each variant's own peak, not the process's so far
+        gc.collect()  # the previous variant's agent may sit in reference cycles
+        torch.cuda.reset_peak_memory_stats(device)
     env = hydra.utils.instantiate(cfg.env, _convert_="all")(seed=cfg.seed)
     obs_space, action_space = env.obs_space, env.action_space
     env.close()

@@ -1,6 +1,8 @@
 """The fast paths (bf16, fp16, torch.compile) compute the same losses as eager fp32
 within stated tolerances, and fp16's loss scaling skips overflowing updates."""
 
+import os
+
 import pytest
 import torch
 import torch._inductor.config  # noqa: F401  (patched below)
@@ -17,6 +19,8 @@ RELATIVE_TOLERANCE = {"bf16": 0.05, "fp16": 0.02}
 ABSOLUTE_TOLERANCE = 0.02
 # Compiled kernels reorder float32 reductions only.
 COMPILE_TOLERANCE = 1e-4
+# DREAMER_TEST_DEVICE=cuda runs the same comparisons on a GPU.
+DEVICE = torch.device(os.environ.get("DREAMER_TEST_DEVICE", "cpu"))
 
 
 def make_agent(*overrides: str):
@@ -27,8 +31,8 @@ def make_agent(*overrides: str):
     env = GymEnv(obs="both", seed=0)
     env.close()
     torch.manual_seed(0)
-    agent = build_agent(cfg, env.obs_space, env.action_space, torch.device("cpu"))
-    batch, start, _ = synthetic_replay(cfg, env.obs_space, env.action_space, seed=0).sample(4, 16)
+    agent = build_agent(cfg, env.obs_space, env.action_space, DEVICE)
+    batch, start, _ = synthetic_replay(cfg, env.obs_space, env.action_space, seed=0).sample(4, 16, DEVICE)
     return agent, batch, start
 
 
@@ -81,6 +85,7 @@ def test_compiled_losses_match_eager(variant):
         assert compiled[name] == pytest.approx(reference[name], rel=COMPILE_TOLERANCE, abs=1e-5), name
 
 
+@pytest.mark.skipif(DEVICE.type != "cpu", reason="only CPU compilation needs a C++ compiler")
 def test_compile_without_a_cpu_compiler_warns_and_runs_eager(monkeypatch, caplog):
     monkeypatch.setattr("dreamer.agent.shutil.which", lambda name: None)
     agent, batch, start = make_agent("compile=true")
