@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from dreamer.actor_critic import ActorCritic
-from dreamer.networks import ChannelNorm, NormedLinear, rms_norm_silu
+from dreamer.networks import BlockSharedLinear, ChannelNorm, NormedLinear, rms_norm_silu
 from dreamer.optim import Optimizer
 from dreamer.rssm import Latent
 from dreamer.world_model import WorldModel
@@ -113,6 +113,20 @@ class Agent(nn.Module):
         self.loss_scales = {**world_model.loss_scales, **actor_critic.loss_scales}
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))
         self.inject_nan: str | None = None  # test hook: name of a loss to make NaN
+
+    def load_training_state(self, agent_state: dict, optimizer_state: dict) -> None:
+        """Weights and optimiser state from a checkpoint; older layouts are upgraded (the
+        layer's own load hook converts its weight, this converts the weight's moments)."""
+        self.load_state_dict(agent_state)
+        metadata = getattr(agent_state, "_metadata", {})
+        index = {name: i for i, (name, _) in enumerate(self.named_parameters())}
+        for name, module in self.named_modules():
+            if isinstance(module, BlockSharedLinear) and metadata.get(name, {}).get("version") == 1:
+                moments = optimizer_state["state"].get(index[f"{name}.weight"], {})
+                for key, value in moments.items():
+                    if torch.is_tensor(value) and value.dim() == 3:
+                        moments[key] = module.upgrade_weight(value)
+        self.optimizer.load_state_dict(optimizer_state)
 
     @property
     def device(self) -> torch.device:

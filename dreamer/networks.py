@@ -103,6 +103,42 @@ class BlockLinear(nn.Module):
         return x + self.bias if self.bias is not None else x
 
 
+class BlockSharedLinear(nn.Module):
+    """The block GRU's input layer: block g maps its own slice of ``x`` (N, G * own/G) and
+    all of ``shared`` (N, S) to its out/G outputs.
+
+    The same map as :class:`BlockLinear` on the concatenation of each block's slice with a
+    copy of ``shared``, with the same parameters, but ``shared`` goes through one dense
+    matmul into every block instead of being copied G times: the weight is stored
+    (own/G + S, G, out/G) so that its shared rows are a plain (S, out) matrix.
+    """
+
+    _version = 2  # state-dict version 1: the weight stored (G, own/G + S, out/G), as in BlockLinear
+
+    def __init__(self, own_size: int, shared_size: int, out_size: int, blocks: int):
+        super().__init__()
+        if own_size % blocks or out_size % blocks:
+            raise ValueError(f"BlockSharedLinear sizes {own_size}->{out_size} must divide into {blocks} blocks")
+        self.blocks, self.own = blocks, own_size // blocks
+        bound = block_diagonal_init_bound(self.own + shared_size)
+        self.weight = nn.Parameter(torch.empty(self.own + shared_size, blocks, out_size // blocks).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.zeros(out_size))
+
+    @staticmethod
+    def upgrade_weight(weight: torch.Tensor) -> torch.Tensor:
+        """A version-1 weight (or optimiser moment of it) in this layer's layout."""
+        return weight.transpose(0, 1).contiguous()
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args, **kwargs):
+        if local_metadata.get("version") == 1 and prefix + "weight" in state_dict:  # checkpoints of older code
+            state_dict[prefix + "weight"] = self.upgrade_weight(state_dict[prefix + "weight"])
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args, **kwargs)
+
+    def forward(self, x: torch.Tensor, shared: torch.Tensor) -> torch.Tensor:
+        own = torch.einsum("ngi,igo->ngo", x.reshape(*x.shape[:-1], self.blocks, self.own), self.weight[: self.own])
+        return own.flatten(-2) + shared @ self.weight[self.own :].flatten(1) + self.bias
+
+
 class ChannelNorm(RMSNorm):
     """RMSNorm over the channels (axis 1) of an NCHW image, in float32 like ``F.rms_norm``.
 

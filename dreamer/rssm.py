@@ -9,7 +9,7 @@ from torch import nn
 
 from dreamer.distributions import straight_through_sample
 from dreamer.functional import unimix_probs
-from dreamer.networks import MLP, BlockLinear, NormedLinear, RMSNorm
+from dreamer.networks import MLP, BlockLinear, BlockSharedLinear, NormedLinear, RMSNorm
 
 
 @dataclass
@@ -56,8 +56,7 @@ class RSSM(nn.Module):
         self.deter_in = NormedLinear(deter, hidden)
         self.stoch_in = NormedLinear(stoch * classes, hidden)
         self.action_in = NormedLinear(action_size, hidden)
-        block_in = deter + 3 * hidden * blocks
-        self.gru_hidden = BlockLinear(block_in, deter, blocks)
+        self.gru_hidden = BlockSharedLinear(deter, 3 * hidden, deter, blocks)  # each block: its deter slice + all inputs
         self.gru_norm = RMSNorm(deter)
         self.gru_gates = BlockLinear(deter, 3 * deter, blocks)
         self.prior_net = MLP(deter, stoch * classes, prior_layers, hidden)
@@ -77,13 +76,9 @@ class RSSM(nn.Module):
         deter = latent.deter
         action = action / action.abs().clamp(min=1.0).detach()
         inputs = torch.cat([self.deter_in(deter), self.stoch_in(latent.stoch.flatten(-2)), self.action_in(action)], -1)
-        groups = self.blocks
+        x = torch.nn.functional.silu(self.gru_norm(self.gru_hidden(deter, inputs)))  # (N, D)
         batch = deter.shape[0]
-        x = torch.cat(
-            [deter.reshape(batch, groups, -1), inputs.unsqueeze(1).expand(batch, groups, inputs.shape[-1])], -1
-        ).reshape(batch, -1)  # (N, G * (D/G + 3 hidden))
-        x = torch.nn.functional.silu(self.gru_norm(self.gru_hidden(x)))  # (N, D)
-        gates = self.gru_gates(x).reshape(batch, groups, 3, -1)  # (N, G, 3, D/G)
+        gates = self.gru_gates(x).reshape(batch, self.blocks, 3, -1)  # (N, G, 3, D/G)
         reset, candidate, update = (gates[:, :, i].reshape(batch, -1) for i in range(3))
         reset = torch.sigmoid(reset)
         candidate = torch.tanh(reset * candidate)

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from dreamer.agent import Agent, cpu_compiler_available
+from dreamer.config import ConfigError
 from dreamer.envs import EnvBatch
 from dreamer.envs.batch import seeded
 from dreamer.networks import encoder_keys
@@ -312,8 +313,14 @@ class Runner:
         if not self.checkpoint_path.exists():
             return False
         saved = torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
-        self.agent.load_state_dict(saved["agent"])
-        self.agent.optimizer.load_state_dict(saved["optimizer"])
+        try:
+            self.agent.load_training_state(saved["agent"], saved["optimizer"])
+        except RuntimeError as error:  # torch lists every mismatching key: name the first
+            detail = next((line.strip() for line in str(error).splitlines()[1:] if line.strip()), str(error))
+            raise ConfigError(
+                f"resume={self.run_dir}: its checkpoint does not fit the agent this configuration builds "
+                f"({detail[:200]}); drop the overrides that change the model"
+            ) from None
         self.replay.load_state_dict(saved["replay"])
         self.state = LoopState(**saved["loop"])
         if saved["latent"] is not None:

@@ -33,6 +33,10 @@ def main(cfg: DictConfig) -> float:
         log.error("%s", error)
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
+    except ConfigError as error:  # found only once the run starts, e.g. a checkpoint that does not fit
+        log.error("%s", error)
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
     log.info("final %s", "  ".join(f"{k} {v:.4g}" for k, v in result.items()))
     return result.get("eval/return", float("nan"))
 

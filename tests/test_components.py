@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dreamer.distributions import BoundedNormal, OneHotCategorical, straight_through_sample
-from dreamer.networks import ChannelNorm
+from dreamer.networks import BlockLinear, BlockSharedLinear, ChannelNorm
 from dreamer.optim import AdamClip, LaPropAGC, adaptive_clip_
 from dreamer.replay import Replay
 from dreamer.rssm import RSSM, Latent
@@ -204,3 +204,36 @@ def test_channel_norm_divides_each_pixel_by_its_channel_rms():
     assert torch.allclose(norm(x), reference, atol=1e-6)
     half = norm(x.bfloat16())
     assert half.dtype == torch.bfloat16 and torch.allclose(half.float(), reference, atol=0.05)
+
+
+def test_block_shared_linear_hand_values():
+    # 2 blocks; block g sees its own slice x_g (1 value) and the shared input s (1 value):
+    # out_g = w[0, g] * x_g + w[1, g] * s + b_g
+    layer = BlockSharedLinear(own_size=2, shared_size=1, out_size=2, blocks=2)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[[2.0], [3.0]], [[5.0], [7.0]]]))  # (own/G + S, G, out/G)
+        layer.bias.copy_(torch.tensor([0.5, -1.0]))
+    out = layer(torch.tensor([[1.0, 10.0]]), torch.tensor([[100.0]]))
+    assert out.tolist() == [[2.0 * 1 + 5.0 * 100 + 0.5, 3.0 * 10 + 7.0 * 100 - 1.0]]
+
+
+def test_block_shared_linear_equals_block_linear_on_tiled_inputs():
+    """DreamerV3's GRU input: each block's state slice concatenated with a copy of the
+    shared inputs, through a block-diagonal layer. Same weights, same outputs and gradients."""
+    torch.manual_seed(0)
+    blocks, own, shared, out = 4, 12, 5, 8
+    layer = BlockSharedLinear(own, shared, out, blocks)
+    reference = BlockLinear(blocks * (own // blocks + shared), out, blocks)
+    with torch.no_grad():
+        reference.weight.copy_(layer.weight.transpose(0, 1))  # (G, own/G + S, out/G)
+        reference.bias.copy_(torch.randn(out))
+        layer.bias.copy_(reference.bias)
+    x, s = torch.randn(3, own), torch.randn(3, shared)
+    tiled = torch.cat([x.reshape(3, blocks, -1), s[:, None].expand(3, blocks, shared)], -1).reshape(3, -1)
+    expected = reference(tiled)
+    actual = layer(x, s)
+    torch.testing.assert_close(actual, expected)
+    actual.square().sum().backward()
+    expected.square().sum().backward()
+    torch.testing.assert_close(layer.weight.grad, reference.weight.grad.transpose(0, 1))
+    torch.testing.assert_close(layer.bias.grad, reference.bias.grad)
