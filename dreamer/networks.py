@@ -121,7 +121,9 @@ class BlockSharedLinear(nn.Module):
             raise ValueError(f"BlockSharedLinear sizes {own_size}->{out_size} must divide into {blocks} blocks")
         self.blocks, self.own = blocks, own_size // blocks
         bound = block_diagonal_init_bound(self.own + shared_size)
-        self.weight = nn.Parameter(torch.empty(self.own + shared_size, blocks, out_size // blocks).uniform_(-bound, bound))
+        # Drawn in BlockLinear's order, so a seed gives the same initial map as that layout.
+        weight = torch.empty(blocks, self.own + shared_size, out_size // blocks).uniform_(-bound, bound)
+        self.weight = nn.Parameter(self.upgrade_weight(weight))
         self.bias = nn.Parameter(torch.zeros(out_size))
 
     @staticmethod

@@ -237,3 +237,11 @@ def test_block_shared_linear_equals_block_linear_on_tiled_inputs():
     expected.square().sum().backward()
     torch.testing.assert_close(layer.weight.grad, reference.weight.grad.transpose(0, 1))
     torch.testing.assert_close(layer.bias.grad, reference.bias.grad)
+
+
+def test_block_shared_linear_initialises_like_the_block_linear_it_replaces():
+    torch.manual_seed(3)
+    layer = BlockSharedLinear(own_size=8, shared_size=6, out_size=4, blocks=2)
+    torch.manual_seed(3)
+    reference = BlockLinear(2 * (8 // 2 + 6), 4, 2)
+    torch.testing.assert_close(layer.weight, reference.weight.transpose(0, 1), rtol=0, atol=0)
