@@ -121,7 +121,7 @@ class Agent(nn.Module):
         metadata = getattr(agent_state, "_metadata", {})
         index = {name: i for i, (name, _) in enumerate(self.named_parameters())}
         for name, module in self.named_modules():
-            if isinstance(module, BlockSharedLinear) and metadata.get(name, {}).get("version") == 1:
+            if isinstance(module, BlockSharedLinear) and module.saved_as_version_1(metadata.get(name, {})):
                 moments = optimizer_state["state"].get(index[f"{name}.weight"], {})
                 for key, value in moments.items():
                     if torch.is_tensor(value) and value.dim() == 3:

@@ -127,12 +127,17 @@ class BlockSharedLinear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_size))
 
     @staticmethod
+    def saved_as_version_1(local_metadata: dict) -> bool:
+        """Whether this layer's state-dict metadata marks the old (BlockLinear) layout."""
+        return local_metadata.get("version") == 1
+
+    @staticmethod
     def upgrade_weight(weight: torch.Tensor) -> torch.Tensor:
         """A version-1 weight (or optimiser moment of it) in this layer's layout."""
         return weight.transpose(0, 1).contiguous()
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args, **kwargs):
-        if local_metadata.get("version") == 1 and prefix + "weight" in state_dict:  # checkpoints of older code
+        if self.saved_as_version_1(local_metadata) and prefix + "weight" in state_dict:  # checkpoints of older code
             state_dict[prefix + "weight"] = self.upgrade_weight(state_dict[prefix + "weight"])
         super()._load_from_state_dict(state_dict, prefix, local_metadata, *args, **kwargs)
 
