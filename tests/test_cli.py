@@ -32,19 +32,19 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 
 def test_train_cli_writes_config_metrics_and_checkpoint(tmp_path):
-    result = run_cli(*COMPILED, "steps=400", f"hydra.run.dir={tmp_path}")
+    result = run_cli(*COMPILED, "steps=200", f"hydra.run.dir={tmp_path}")
     assert result.returncode == 0, result.stderr[-3000:]
     config = yaml.safe_load((tmp_path / "config.yaml").read_text())
-    assert config["steps"] == 400 and config["compile"] is True and config["rep_variant"]["_target_"].endswith("BarlowTwinsObjective")
+    assert config["steps"] == 200 and config["compile"] is True and config["rep_variant"]["_target_"].endswith("BarlowTwinsObjective")
     rows = read_metrics(tmp_path)
     assert all("step" in row for row in rows)
     assert any("train/loss/barlow" in row for row in rows)
     assert any("episode/return" in row for row in rows)
     assert any("fps" in row for row in rows)
     evals = [row for row in rows if "eval/return" in row]
-    assert evals and evals[-1]["step"] == 400
+    assert evals and evals[-1]["step"] == 200
     checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
-    assert checkpoint["step"] == 400
+    assert checkpoint["step"] == 200
     assert any(key.startswith("world_model.objective.projector") for key in checkpoint["agent"])
 
 

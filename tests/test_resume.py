@@ -12,7 +12,7 @@ import torch
 
 from test_cli import QUICK, ROOT, read_metrics, run_cli
 
-RESUMABLE = [*QUICK, "deterministic=true", "eval_every=200", "log_every=100"]
+RESUMABLE = [*QUICK, "deterministic=true", "eval_every=100", "log_every=50"]
 
 
 def comparable(rows):
@@ -21,19 +21,19 @@ def comparable(rows):
 
 def test_resume_after_clean_stop_matches_uninterrupted_run(tmp_path):
     whole, split = tmp_path / "whole", tmp_path / "split"
-    assert run_cli(*RESUMABLE, "steps=400", f"hydra.run.dir={whole}").returncode == 0
-    first = run_cli(*RESUMABLE, "steps=200", f"hydra.run.dir={split}")
+    assert run_cli(*RESUMABLE, "steps=200", f"hydra.run.dir={whole}").returncode == 0
+    first = run_cli(*RESUMABLE, "steps=100", f"hydra.run.dir={split}")
     assert first.returncode == 0, first.stderr[-2000:]
-    second = run_cli(f"resume={split}", "steps=400")
+    second = run_cli(f"resume={split}", "steps=200")
     assert second.returncode == 0, second.stderr[-2000:]
     assert comparable(read_metrics(split)) == comparable(read_metrics(whole))
     resumed = torch.load(split / "checkpoint.pt", weights_only=False)
-    assert resumed["step"] == 400 and resumed["config"]["batch_size"] == 4  # original overrides kept
+    assert resumed["step"] == 200 and resumed["config"]["batch_size"] == 4  # original overrides kept
 
 
 def test_same_seed_reproduces_metrics_when_deterministic(tmp_path):
     for name in ("a", "b"):
-        assert run_cli(*RESUMABLE, "steps=300", f"hydra.run.dir={tmp_path / name}").returncode == 0
+        assert run_cli(*RESUMABLE, "steps=150", f"hydra.run.dir={tmp_path / name}").returncode == 0
     assert comparable(read_metrics(tmp_path / "a")) == comparable(read_metrics(tmp_path / "b"))
 
 
@@ -52,28 +52,27 @@ def wait_for_checkpoint(run_dir, process, timeout=240):
 
 def test_sigkill_at_random_moment_then_resume(tmp_path):
     run_dir = tmp_path / "run"
-    process = start_training(run_dir, "steps=800", "checkpoint.every=100", "eval_every=0", "log_every=100")
+    process = start_training(run_dir, "steps=400", "checkpoint.every=50", "eval_every=0", "log_every=50")
     wait_for_checkpoint(run_dir, process)
     time.sleep(random.uniform(0.0, 4.0))
     process.send_signal(signal.SIGKILL)
-    process.wait()
+    assert process.wait() == -signal.SIGKILL  # killed mid-run, not finished already
     killed_at = torch.load(run_dir / "checkpoint.pt", weights_only=False)["step"]  # not corrupt
-    assert not list(run_dir.glob("*.tmp")) or True  # a temporary may be left; the checkpoint is intact
     for old in (run_dir / "checkpoints").glob("step_*.pt"):
         torch.load(old, weights_only=False)
 
     result = run_cli(f"resume={run_dir}")
     assert result.returncode == 0, result.stderr[-2000:]
     final = torch.load(run_dir / "checkpoint.pt", weights_only=False)
-    assert final["step"] == 800 and killed_at <= 800
+    assert final["step"] == 400 and 50 <= killed_at < 400
     kept = sorted((run_dir / "checkpoints").glob("step_*.pt"))
-    assert len(kept) == 2 and kept[-1].name == "step_0000000800.pt"  # checkpoint.keep=2
+    assert len(kept) == 2 and kept[-1].name == "step_0000000400.pt"  # checkpoint.keep=2
     assert kept[-1].stat().st_ino == (run_dir / "checkpoint.pt").stat().st_ino  # written once
     rows = read_metrics(run_dir)
     train_steps = [row["step"] for row in rows if "fps" in row]
-    assert train_steps == list(range(100, 801, 100))  # no gap, no duplicate
+    assert train_steps == list(range(50, 401, 50))  # no gap, no duplicate
     replay = final["replay"]
-    assert replay["count"] == 800 // 2  # every step of both environments was stored
+    assert replay["count"] == 400 // 2  # every step of both environments was stored
     assert replay["data"]["is_first"][0].all()
 
 
