@@ -270,7 +270,9 @@ class Runner:
     def checkpoint_path(self) -> Path:
         return self.run_dir / "checkpoint.pt"
 
-    def checkpoint(self) -> dict:
+    def checkpoint(self, with_envs: bool = True) -> dict:
+        """The run's state; ``with_envs=False`` leaves out the environments (after a crash
+        they may be broken), so a resume starts new episodes."""
         state = self.state
         return {
             "step": state.step,
@@ -280,19 +282,19 @@ class Runner:
             "loop": {k: v for k, v in vars(state).items() if k not in ("latent",)},
             "latent": None if state.latent is None else (state.latent.deter.cpu(), state.latent.stoch.cpu()),
             "means": (self.means.sums, self.means.counts),
-            "envs": pickle_envs(self.envs),
-            "eval_envs": pickle_envs(self.eval_envs),
+            "envs": pickle_envs(self.envs) if with_envs else None,
+            "eval_envs": pickle_envs(self.eval_envs) if with_envs else None,
             "rng": rng_state(),
             "config": OmegaConf.to_container(self.cfg, resolve=True),
         }
 
-    def save(self) -> None:
+    def save(self, with_envs: bool = True) -> None:
         """Write ``checkpoint.pt`` and keep the last ``checkpoint.keep`` step copies.
 
         The state is serialised once: ``checkpoint.pt`` becomes a hard link to the newest
         step copy, swapped in atomically.
         """
-        state = self.checkpoint()
+        state = self.checkpoint(with_envs)
         if self.cfg.checkpoint.keep <= 0:
             save_checkpoint(self.checkpoint_path, state)
         else:
@@ -364,9 +366,14 @@ class Runner:
         state, envs = self.state, self.envs
         obs = state.obs
         obs["action"] = state.action * ~obs["is_first"][:, None]
-        state.action, state.latent = self.agent.act(obs, state.latent, explore=True)
-        self.replay.add(obs, state.latent)
-        state.obs = obs = envs.step(state.action)
+        action, latent = self.agent.act(obs, state.latent, explore=True)
+        error_at = self.cfg.debug.get("env_error_at_step")
+        if error_at is not None and state.step >= error_at:
+            raise RuntimeError(f"debug.env_error_at_step={error_at}: simulated environment failure")
+        next_obs = envs.step(action)  # the loop state changes only once the environments have stepped
+        self.replay.add(obs, latent)
+        state.action, state.latent, state.obs = action, latent, next_obs
+        obs = next_obs
         logs = pop_log_keys(obs)
         state.step += len(envs) * self.action_repeat
         # A new episode can also begin without is_last: a crashed env worker was restarted.
@@ -436,10 +443,26 @@ class Runner:
             self.save()
             final = {"eval/return": state.latest["eval/return"]}
             return final
+        except Exception as error:
+            if not isinstance(error, NonFiniteLossError):  # that one saved the last good state already
+                self.save_after_crash(error)
+            raise
         finally:
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
             self.close()
+
+    def save_after_crash(self, error: Exception) -> None:
+        """Keep the run's progress when something inside the loop raised: every completed
+        step and update, without the environments, whose episodes restart on resume."""
+        try:
+            self.save(with_envs=False)
+        except Exception as save_error:  # e.g. the disk is full; the original error matters more
+            log.error("crashed at step %d (%s) and the checkpoint could not be written: %s",
+                      self.state.step, error, save_error)
+            return
+        log.error("crashed at step %d (%s: %s); checkpoint saved, resume with resume=%s",
+                  self.state.step, type(error).__name__, error, self.run_dir)
 
     def evaluate(self, step: int) -> dict[str, float]:
         results = evaluate(self.agent, self.eval_envs)

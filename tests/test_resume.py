@@ -76,6 +76,23 @@ def test_sigkill_at_random_moment_then_resume(tmp_path):
     assert replay["data"]["is_first"][0].all()
 
 
+def test_crash_in_the_loop_saves_progress_then_resume_finishes(tmp_path):
+    crashed = run_cli(*QUICK, "steps=300", "checkpoint.every=0", "eval_every=0", "log_every=50",
+                      "debug.env_error_at_step=150", f"hydra.run.dir={tmp_path}")
+    assert crashed.returncode != 0 and "simulated environment failure" in crashed.stderr
+    assert f"checkpoint saved, resume with resume={tmp_path}" in (tmp_path / "train.log").read_text()
+    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert saved["step"] == 150 and saved["replay"]["count"] == 150 // 2  # nothing before the crash lost
+    assert saved["envs"] is None and int(saved["agent"]["updates"]) > 0
+
+    result = run_cli(f"resume={tmp_path}", "debug.env_error_at_step=null")
+    assert result.returncode == 0, result.stderr[-2000:]
+    final = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert final["step"] == 300 and final["replay"]["count"] == 300 // 2
+    train_steps = [row["step"] for row in read_metrics(tmp_path) if "fps" in row]
+    assert train_steps == list(range(50, 301, 50))
+
+
 def test_sigterm_saves_checkpoint_and_exits(tmp_path):
     run_dir = tmp_path / "run"
     process = start_training(run_dir, "steps=100000", "checkpoint.every=100", "eval_every=0")
