@@ -10,6 +10,12 @@ import torch.nn.functional as F
 from dreamer.functional import twohot_loss, twohot_mean, unimix_probs
 
 
+def one_hot(indices: torch.Tensor, classes: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``F.one_hot(indices, classes)`` as ``dtype``, without its range check: that check reads
+    the indices back to the host, a device synchronisation in every RSSM step."""
+    return (indices.unsqueeze(-1) == torch.arange(classes, device=indices.device)).to(dtype)
+
+
 def straight_through_sample(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """One-hot sample (..., K) from ``probs`` whose gradient is that of ``probs``."""
     # Inverse-CDF sampling: one uniform per distribution, cheaper than multinomial.
@@ -17,7 +23,7 @@ def straight_through_sample(probs: torch.Tensor, generator: torch.Generator | No
     uniform = torch.rand(probs.shape[:-1] + (1,), device=probs.device, generator=generator)
     uniform = uniform * cumulative[..., -1:]
     indices = (cumulative < uniform).sum(-1).clamp(max=probs.shape[-1] - 1)  # (...,)
-    sample = F.one_hot(indices, probs.shape[-1]).to(probs.dtype)
+    sample = one_hot(indices, probs.shape[-1], probs.dtype)
     return sample + (probs - probs.detach())  # exactly one-hot forward, gradient of probs
 
 
@@ -32,7 +38,7 @@ class OneHotCategorical:
         return straight_through_sample(self.probs)
 
     def mode(self) -> torch.Tensor:
-        return F.one_hot(self.probs.argmax(-1), self.probs.shape[-1]).float()
+        return one_hot(self.probs.argmax(-1), self.probs.shape[-1])
 
     def log_prob(self, action: torch.Tensor) -> torch.Tensor:
         return (action.detach() * self.log_probs).sum(-1)

@@ -127,10 +127,30 @@ def test_dreamerpro_prototypes_frozen_receive_no_gradient():
     losses, _ = objective(make_inputs(context, encoder, batch, features))
     sum(losses.values()).backward()
     assert objective.prototypes.grad is None
-    objective.updates.fill_(5)
+    for _ in range(4):
+        objective.after_update()
+    losses, _ = objective(make_inputs(context, encoder, batch, features))
+    sum(losses.values()).backward()
+    assert objective.prototypes.grad is None  # 4 updates: still frozen
+    objective.after_update()
     losses, _ = objective(make_inputs(context, encoder, batch, features))
     sum(losses.values()).backward()
     assert objective.prototypes.grad.abs().sum() > 0
+
+
+def test_dreamerpro_update_count_comes_back_from_a_checkpoint():
+    """The freeze counts updates on the host; loading a state dict must reset that count."""
+    trained, _, _ = make_prototype_objective(freeze=5)
+    for _ in range(5):
+        trained.after_update()
+    fresh, context, encoder = make_prototype_objective(freeze=5)
+    assert fresh.update_count() == 0
+    fresh.load_state_dict(trained.state_dict())
+    assert fresh.update_count() == 5
+    batch = {"image": torch.randint(0, 256, (4, 5, 16, 16, 3), dtype=torch.uint8)}
+    losses, _ = fresh(make_inputs(context, encoder, batch, torch.randn(4, 5, FEATURES)))
+    sum(losses.values()).backward()
+    assert fresh.prototypes.grad is not None  # past the freeze
 
 
 def test_dreamerpro_targets_carry_no_gradient_and_ema_copies_first():

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch._inductor.config  # noqa: F401  (patched below)
 from hydra import compose, initialize_config_dir
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from dreamer.agent import LossScaler
 from dreamer.bench import synthetic_replay
@@ -124,3 +125,30 @@ def test_disabled_scaler_leaves_gradients_alone():
     scaler = LossScaler(enabled=False)
     assert scaler.unscale_([weight]) and scaler.scale.item() == 1.0
     assert weight.grad[0].item() == 3.0
+
+
+class DeviceReads(TorchDispatchMode):
+    """Records the operators that make the host wait for the device: reading a value back,
+    or producing an output whose shape depends on the values."""
+
+    WAITING = {"_local_scalar_dense", "nonzero", "masked_select", "unique", "_unique2", "is_nonzero", "equal"}
+
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func._overloadpacket.__name__ in self.WAITING:
+            self.ops.append(func._overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("variant", ["r2dreamer", "dreamer", "infonce", "dreamerpro"])
+def test_update_waits_for_the_device_once(variant):
+    """One read-back per update: the finiteness check of the total loss before the backward
+    (a one-hot's range check used to add two per RSSM step)."""
+    agent, batch, start = make_agent(f"rep_variant={variant}")
+    agent.train_step(batch, start)  # the first update reads DreamerPro's update counter once
+    with DeviceReads() as reads:
+        agent.train_step(batch, start)
+    assert reads.ops == ["_local_scalar_dense"]

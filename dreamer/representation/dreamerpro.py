@@ -46,6 +46,17 @@ class PrototypeObjective(RepresentationObjective):
         self.temperature, self.warm_up, self.freeze_prototypes = temperature, warm_up, freeze_prototypes
         self.scales = {"swav": 1.0, "temp": 1.0, "norm": 1.0, **(scales or {})}
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))
+        self._host_updates: int | None = None  # the buffer's value, read once: reading it is a device sync
+
+    def update_count(self) -> int:
+        """Updates so far, kept on the host after one read of the buffer (after building or loading)."""
+        if self._host_updates is None:
+            self._host_updates = int(self.updates)
+        return self._host_updates
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._host_updates = None
+        super()._load_from_state_dict(*args, **kwargs)
 
     def _modules_for_ema(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         target = list(self.target_encoder.parameters()) + list(self.target_projector.parameters())
@@ -65,7 +76,7 @@ class PrototypeObjective(RepresentationObjective):
 
     def forward(self, inputs: ObjectiveInputs) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         views = 2
-        prototypes = self.prototypes if int(self.updates) >= self.freeze_prototypes else self.prototypes.detach()
+        prototypes = self.prototypes if self.update_count() >= self.freeze_prototypes else self.prototypes.detach()
         start = self.warm_up
 
         with torch.no_grad():
@@ -91,6 +102,7 @@ class PrototypeObjective(RepresentationObjective):
     @torch.no_grad()
     def after_update(self) -> None:
         target, online = self._modules_for_ema()
-        ema_update_(target, online, 1.0 if int(self.updates) == 0 else self.ema_fraction)
+        ema_update_(target, online, 1.0 if self.update_count() == 0 else self.ema_fraction)
         self.prototypes.copy_(F.normalize(self.prototypes, dim=-1))
         self.updates += 1
+        self._host_updates = self.update_count() + 1
