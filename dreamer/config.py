@@ -64,6 +64,9 @@ def validate(cfg: DictConfig) -> None:
 
         if not torch.cuda.is_available():
             raise ConfigError(f"device={cfg.device} but no CUDA device is available; use device=cpu or device=auto")
+    error_at = cfg.debug.get("env_error_at_step")
+    if error_at is not None and (type(error_at) is not int or error_at < 0):
+        raise ConfigError(f"debug.env_error_at_step={error_at} is invalid; it must be null or a whole number >= 0")
     _validate_env(cfg)
     _validate_image_size(cfg)
     _validate_obs_keys(cfg)

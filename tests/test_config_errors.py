@@ -16,6 +16,7 @@ CASES = [
     ("env.obs=pixels env.size=[60,60]", "env.size=[60, 60] is invalid: both sides must be positive multiples of the encoder's stride 16"),
     ("model.mlp_keys=foo", "observation keys ['state'] match neither encoder"),
     ("device=tpu", "device=tpu is not one of auto, cpu, cuda"),
+    ("debug.env_error_at_step=soon", "debug.env_error_at_step=soon is invalid; it must be null or a whole number >= 0"),
     ("nosuchkey=3", "Could not override 'nosuchkey'"),
 ]
 
