@@ -243,6 +243,7 @@ class Runner:
         self.action_repeat = int(cfg.env.get("action_repeat", 1))
         self.agent = build_agent(cfg, self.envs.obs_space, self.envs.action_space, self.device)
         self.agent.inject_nan = cfg.debug.inject_nan
+        self.env_error_at: int | None = cfg.debug.get("env_error_at_step")  # test hook: simulated env failure
         if cfg.precision == "fp16" and self.device.type == "cpu":
             log.warning("precision=fp16 on CPU: most CPUs lack fp16 matmul units and run it far slower "
                         "than fp32 (docs/benchmarks.md); precision=bf16 is the fast CPU mode")
@@ -367,9 +368,8 @@ class Runner:
         obs = state.obs
         obs["action"] = state.action * ~obs["is_first"][:, None]
         action, latent = self.agent.act(obs, state.latent, explore=True)
-        error_at = self.cfg.debug.get("env_error_at_step")
-        if error_at is not None and state.step >= error_at:
-            raise RuntimeError(f"debug.env_error_at_step={error_at}: simulated environment failure")
+        if self.env_error_at is not None and state.step >= self.env_error_at:
+            raise RuntimeError(f"debug.env_error_at_step={self.env_error_at}: simulated environment failure")
         next_obs = envs.step(action)  # the loop state changes only once the environments have stepped
         self.replay.add(obs, latent)
         state.action, state.latent, state.obs = action, latent, next_obs
