@@ -443,9 +443,10 @@ class Runner:
             self.save()
             final = {"eval/return": state.latest["eval/return"]}
             return final
+        except NonFiniteLossError:  # it saved the last good state already
+            raise
         except Exception as error:
-            if not isinstance(error, NonFiniteLossError):  # that one saved the last good state already
-                self.save_after_crash(error)
+            self.save_after_crash(error)
             raise
         finally:
             for sig, handler in handlers.items():
