@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sysconfig
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -60,15 +61,24 @@ def cpu_compiler_available() -> bool:
     return headers.exists() and any(shutil.which(name) for name in ("g++", "c++", "clang++"))
 
 
-def compile_hot_paths(agent: "Agent") -> None:
+def compile_hot_paths(agent: "Agent", cuda_graphs: bool = False) -> None:
     """``torch.compile`` the per-time-step functions the update loops over, and the
     normalisation + activation tails of the layers outside them.
 
     The posterior and imagination steps run T and H times per update with identical
     shapes, so one compiled graph each is reused; the loops themselves stay in Python,
     which keeps compile time to seconds instead of unrolling whole sequences.
+
+    ``cuda_graphs``: the update uses second compilations of the two steps that replay
+    CUDA graphs (one kernel launch per step instead of dozens); acting and reports keep
+    the plain ones, whose outputs may outlive the next call.
     """
     rssm = agent.world_model.rssm
+    if cuda_graphs:
+        agent.graphed_steps = (
+            torch.compile(rssm.obs_step, dynamic=False, mode="reduce-overhead"),
+            torch.compile(rssm.img_step, dynamic=False, mode="reduce-overhead"),
+        )
     rssm.obs_step = torch.compile(rssm.obs_step, dynamic=False)
     rssm.img_step = torch.compile(rssm.img_step, dynamic=False)
     # Convolution stages: only the channel norms are compiled (one fused pass instead of
@@ -97,6 +107,7 @@ class Agent(nn.Module):
         precision: str = "fp32",
         compile: bool = False,
         channels_last: bool = False,
+        cuda_graphs: bool = False,
     ):
         super().__init__()
         if precision not in PRECISIONS:
@@ -108,8 +119,11 @@ class Agent(nn.Module):
             self.to(memory_format=torch.channels_last)  # 4-d conv weights; convolutions follow them
         self.optimizer = optimizer(list(self.parameters()))
         self.scaler = LossScaler(enabled=precision == "fp16")
+        if cuda_graphs and not compile:
+            raise ValueError("cuda_graphs=true replays compiled graphs; it needs compile=true")
+        self.graphed_steps: tuple[Callable, Callable] | None = None
         if compile:
-            compile_hot_paths(self)
+            compile_hot_paths(self, cuda_graphs)
         self.loss_scales = {**world_model.loss_scales, **actor_critic.loss_scales}
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))
         self.inject_nan: str | None = None  # test hook: name of a loss to make NaN
@@ -140,6 +154,25 @@ class Agent(nn.Module):
         dtype = AUTOCAST_DTYPES.get(self.precision, torch.bfloat16)
         return torch.autocast(self.device.type, dtype=dtype, enabled=self.precision in AUTOCAST_DTYPES)
 
+    @contextlib.contextmanager
+    def update_steps(self) -> Iterator[None]:
+        """The RSSM steps of an update: the CUDA-graph ones when there are any.
+
+        A new graph step begins here, so the previous update's graph outputs may be
+        overwritten; everything an update returns is built outside the graphs.
+        """
+        if self.graphed_steps is None:
+            yield
+            return
+        rssm = self.world_model.rssm
+        plain = rssm.obs_step, rssm.img_step
+        torch.compiler.cudagraph_mark_step_begin()
+        rssm.obs_step, rssm.img_step = self.graphed_steps
+        try:
+            yield
+        finally:
+            rssm.obs_step, rssm.img_step = plain
+
     @torch.no_grad()
     def act(
         self, obs: dict[str, np.ndarray], latent: Latent, explore: bool = True
@@ -165,7 +198,7 @@ class Agent(nn.Module):
         names of non-finite losses: when there are any, nothing is updated.  In fp16 an
         update whose scaled gradients overflow is skipped and the loss scale halved.
         """
-        with self.autocast():
+        with self.autocast(), self.update_steps():
             wm_losses, posterior, metrics = self.world_model.loss(batch, start)
             ac_losses, ac_metrics = self.actor_critic.loss(self.world_model, posterior, batch)
         losses = {**wm_losses, **ac_losses}

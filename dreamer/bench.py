@@ -15,6 +15,7 @@ import json
 import logging
 import resource
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch.utils.flop_counter import FlopCounterMode
 
 from dreamer.agent import AUTOCAST_DTYPES
-from dreamer.config import CONF_DIR
+from dreamer.config import CONF_DIR, ConfigError
 from dreamer.replay import Replay
 from dreamer.rssm import Latent
 from dreamer.runner import build_agent, keep_freed_memory, replay_spaces, resolve_device, seed_everything
@@ -96,7 +97,7 @@ class Timer:
 def phase_shares(agent, batch, start, device) -> dict[str, float]:
     """Fraction of one update spent in world model, imagination + actor-critic, backward, optimiser."""
     timer = Timer(device)
-    with agent.autocast():
+    with agent.autocast(), agent.update_steps():
         with timer("world_model"):
             wm_losses, posterior, _ = agent.world_model.loss(batch, start)
         with timer("imagination"):
@@ -185,6 +186,7 @@ def bench_variant(cfg: DictConfig, variant: str, peak: float) -> dict:
         "precision": cfg.precision,
         "compile": bool(cfg.compile),
         "channels_last": bool(cfg.channels_last),
+        "cuda_graphs": agent.graphed_steps is not None,
         "device": str(device),
         "batch": [cfg.batch_size, cfg.batch_length],
         "update_seconds_median": median,
@@ -204,7 +206,8 @@ def bench_variant(cfg: DictConfig, variant: str, peak: float) -> dict:
 
 def mode(row: dict) -> str:
     """``fp32``, ``bf16+compile+cl``, ...: the speed switches a row ran with."""
-    return "+".join([row["precision"]] + [name for name, key in (("compile", "compile"), ("cl", "channels_last")) if row[key]])
+    return "+".join([row["precision"]] + [name for name, key in (("compile", "compile"), ("cl", "channels_last"), ("graphs", "cuda_graphs"))
+                                       if row.get(key)])
 
 
 def table(rows: list[dict]) -> str:
@@ -233,7 +236,11 @@ def main(cfg: DictConfig) -> None:
     dtype = AUTOCAST_DTYPES.get(cfg.precision, torch.float32)
     peak = matmul_peak(resolve_device(cfg.device), dtype, repeats=10)
     log.info("matmul peak (%s): %.1f GFLOP/s", cfg.precision, peak / 1e9)
-    rows = [bench_variant(cfg.copy(), variant, peak) for variant in cfg.bench.variants]
+    try:
+        rows = [bench_variant(cfg.copy(), variant, peak) for variant in cfg.bench.variants]
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
     print(table(rows))
     out = Path(HydraConfig.get().runtime.output_dir) / "bench.json"
     out.write_text(json.dumps(rows, indent=2))

@@ -54,9 +54,11 @@ def validate(cfg: DictConfig) -> None:
 
     if cfg.precision not in PRECISIONS:
         raise ConfigError(f"precision={cfg.precision} is not one of {', '.join(PRECISIONS)}")
-    for key in ("compile", "channels_last", "deterministic"):
+    for key in ("compile", "channels_last", "cuda_graphs", "deterministic"):
         if not isinstance(cfg.get(key, False), bool):
             raise ConfigError(f"{key}={cfg.get(key)} is invalid; it must be true or false")
+    if cfg.get("cuda_graphs", False) and not cfg.compile:
+        raise ConfigError("cuda_graphs=true replays the compiled RSSM steps; it needs compile=true")
     if cfg.device not in DEVICES and not str(cfg.device).startswith("cuda:"):
         raise ConfigError(f"device={cfg.device} is not one of {', '.join(DEVICES)} (or cuda:N)")
     if str(cfg.device).startswith("cuda"):

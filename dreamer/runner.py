@@ -98,9 +98,15 @@ def build_agent(cfg: DictConfig, obs_space: dict, action_space, device: torch.de
         log.warning("compile=true needs a C++ compiler and Python's headers on CPU, and this machine "
                     "lacks one; running eager. Install them (apt-get install g++ python3-dev) or set compile=false")
         compile = False
+    cuda_graphs = bool(cfg.get("cuda_graphs", False))
+    if cuda_graphs and not cfg.get("compile", False):
+        raise ConfigError("cuda_graphs=true replays the compiled RSSM steps; it needs compile=true")
+    if cuda_graphs and device.type != "cuda":
+        log.warning(f"cuda_graphs=true needs a CUDA device and this run is on {device.type}; running without")
+        cuda_graphs = False
     return Agent(
         world_model, actor_critic, optimizer, precision=cfg.get("precision", "fp32"),
-        compile=compile, channels_last=bool(cfg.get("channels_last", False)),
+        compile=compile, channels_last=bool(cfg.get("channels_last", False)), cuda_graphs=cuda_graphs,
     ).to(device)
 
 

@@ -17,6 +17,8 @@ CASES = [
     ("model.mlp_keys=foo", "observation keys ['state'] match neither encoder"),
     ("device=tpu", "device=tpu is not one of auto, cpu, cuda"),
     ("debug.env_error_at_step=soon", "debug.env_error_at_step=soon is invalid; it must be null or a whole number >= 0"),
+    ("cuda_graphs=yes", "cuda_graphs=yes is invalid; it must be true or false"),
+    ("compile=false cuda_graphs=true", "cuda_graphs=true replays the compiled RSSM steps; it needs compile=true"),
     ("nosuchkey=3", "Could not override 'nosuchkey'"),
 ]
 

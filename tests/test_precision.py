@@ -152,3 +152,52 @@ def test_update_waits_for_the_device_once(variant):
     with DeviceReads() as reads:
         agent.train_step(batch, start)
     assert reads.ops == ["_local_scalar_dense"]
+
+
+def test_update_uses_the_graphed_steps_and_acting_the_plain_ones():
+    """With CUDA graphs the update swaps in its own RSSM steps and puts the plain ones back
+    (counted here with stand-ins that call the plain steps, so it runs on any device)."""
+    agent, batch, start = make_agent()
+    rssm = agent.world_model.rssm
+    plain = rssm.obs_step, rssm.img_step
+    calls = {"obs": 0, "img": 0}
+
+    def counted(name, step):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return step(*args, **kwargs)
+        return wrapper
+
+    agent.graphed_steps = (counted("obs", plain[0]), counted("img", plain[1]))
+    agent.train_step(batch, start)
+    assert calls == {"obs": batch["action"].shape[1], "img": agent.actor_critic.horizon}
+    assert (rssm.obs_step, rssm.img_step) == plain
+    agent.act({key: value[:, 0].cpu().numpy() for key, value in batch.items()}, agent.initial_state(4))
+    assert calls["obs"] == batch["action"].shape[1]  # acting kept the plain step
+
+
+@pytest.mark.skipif(DEVICE.type != "cuda", reason="CUDA graphs need a CUDA device")
+@pytest.mark.parametrize("variant", ["r2dreamer", "dreamer"])
+def test_cuda_graph_updates_match_compiled_ones(variant):
+    """Three updates each (warm-up, recording, replay): the replayed graphs compute the
+    compiled update's losses, and no step fell back to running without graphs."""
+    from torch._dynamo.utils import counters
+
+    histories = {}
+    for graphs in ("false", "true"):
+        counters.clear()
+        with torch._inductor.config.patch(fallback_random=True):
+            agent, batch, start = make_agent("compile=true", f"cuda_graphs={graphs}", f"rep_variant={variant}")
+            assert (agent.graphed_steps is not None) == (graphs == "true")
+            torch.manual_seed(1)
+            histories[graphs] = [
+                {name: value.item() for name, value in agent.train_step(batch, start)[0].items()
+                 if name.startswith("loss/")}
+                for _ in range(3)
+            ]
+        if graphs == "true":
+            assert counters["inductor"]["cudagraph_skips"] == 0
+    for compiled, graphed in zip(histories["false"], histories["true"]):
+        assert compiled.keys() == graphed.keys()
+        for name in compiled:
+            assert graphed[name] == pytest.approx(compiled[name], rel=1e-3, abs=1e-5), name
