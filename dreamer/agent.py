@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import sysconfig
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -59,6 +60,42 @@ def cpu_compiler_available() -> bool:
     the first call."""
     headers = Path(sysconfig.get_paths()["include"]) / "Python.h"
     return headers.exists() and any(shutil.which(name) for name in ("g++", "c++", "clang++"))
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
+    """Measured FLOP/s of a square matmul in ``dtype``: the machine's practical peak."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    a @ b
+    times = []
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        a @ b
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return 2 * size**3 / min(times)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def slow_low_precision(precision: str) -> str | None:
+    """Why ``precision`` would slow this CPU down, or None: CPUs without native bf16/fp16
+    instructions (AVX512-BF16, AMX) emulate those matrix products up to a hundred times
+    slower than float32.  Timed on a 256x256 product (well under a second even when emulated)."""
+    if precision not in AUTOCAST_DTYPES:
+        return None
+    cpu = torch.device("cpu")
+    low = matmul_peak(cpu, AUTOCAST_DTYPES[precision], size=256, repeats=2)
+    full = matmul_peak(cpu, torch.float32, size=256, repeats=2)
+    if low >= full:
+        return None
+    return (f"precision={precision}: this CPU multiplies {precision} matrices at {low / 1e9:.1f} GFLOP/s, slower "
+            f"than float32 ({full / 1e9:.1f} GFLOP/s), as CPUs without native {precision} instructions "
+            f"(AVX512-BF16, AMX) do; precision=fp32 will run faster here")
 
 
 def compile_hot_paths(agent: "Agent", cuda_graphs: bool = False) -> None:

@@ -26,33 +26,13 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch.utils.flop_counter import FlopCounterMode
 
-from dreamer.agent import AUTOCAST_DTYPES
+from dreamer.agent import AUTOCAST_DTYPES, matmul_peak, synchronize
 from dreamer.config import CONF_DIR, ConfigError
 from dreamer.replay import Replay
 from dreamer.rssm import Latent
 from dreamer.runner import build_agent, keep_freed_memory, replay_spaces, resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
-
-
-def matmul_peak(device: torch.device, dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
-    """Measured FLOP/s of a square matmul in ``dtype``: the machine's practical peak."""
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    a @ b
-    times = []
-    for _ in range(repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        a @ b
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return 2 * size**3 / min(times)
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def synthetic_replay(cfg: DictConfig, obs_space: dict, action_space, seed: int) -> Replay:

@@ -20,7 +20,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from dreamer.agent import Agent, cpu_compiler_available
+from dreamer.agent import Agent, cpu_compiler_available, slow_low_precision
 from dreamer.config import ConfigError
 from dreamer.envs import EnvBatch
 from dreamer.envs.batch import seeded
@@ -98,6 +98,9 @@ def build_agent(cfg: DictConfig, obs_space: dict, action_space, device: torch.de
         log.warning("compile=true needs a C++ compiler and Python's headers on CPU, and this machine "
                     "lacks one; running eager. Install them (apt-get install g++ python3-dev) or set compile=false")
         compile = False
+    precision = cfg.get("precision", "fp32")
+    if device.type == "cpu" and (reason := slow_low_precision(precision)):
+        log.warning(reason)
     cuda_graphs = bool(cfg.get("cuda_graphs", False))
     if cuda_graphs and not cfg.get("compile", False):
         raise ConfigError("cuda_graphs=true replays the compiled RSSM steps; it needs compile=true")
@@ -105,7 +108,7 @@ def build_agent(cfg: DictConfig, obs_space: dict, action_space, device: torch.de
         log.warning(f"cuda_graphs=true needs a CUDA device and this run is on {device.type}; running without")
         cuda_graphs = False
     return Agent(
-        world_model, actor_critic, optimizer, precision=cfg.get("precision", "fp32"),
+        world_model, actor_critic, optimizer, precision=precision,
         compile=compile, channels_last=bool(cfg.get("channels_last", False)), cuda_graphs=cuda_graphs,
     ).to(device)
 

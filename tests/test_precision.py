@@ -95,6 +95,20 @@ def test_compile_without_a_cpu_compiler_warns_and_runs_eager(monkeypatch, caplog
     agent.train_step(batch, start)  # and the eager update runs
 
 
+@pytest.mark.skipif(DEVICE.type != "cpu", reason="the check times CPU matrix products")
+def test_low_precision_slower_than_fp32_on_this_cpu_warns(monkeypatch, caplog):
+    rates = {torch.float32: 50e9, torch.bfloat16: 1e9, torch.float16: 1e9}  # an AVX2-only CPU
+    monkeypatch.setattr("dreamer.agent.matmul_peak", lambda device, dtype, **_: rates[dtype])
+    make_agent("precision=bf16")
+    assert "precision=bf16: this CPU multiplies bf16 matrices at 1.0 GFLOP/s, slower than float32 (50.0" in caplog.text
+    assert "precision=fp32 will run faster" in caplog.text
+    caplog.clear()
+    rates[torch.bfloat16] = 150e9  # native bf16 (AVX512-BF16, AMX)
+    make_agent("precision=bf16")
+    make_agent("precision=fp32")
+    assert "slower than float32" not in caplog.text
+
+
 def test_fp16_update_reports_scale_and_changes_weights():
     agent, batch, start = make_agent("precision=fp16")
     before = [p.detach().clone() for p in agent.parameters()]
