@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 from test_cli import QUICK, ROOT, read_metrics, run_cli
@@ -37,9 +38,22 @@ def test_same_seed_reproduces_metrics_when_deterministic(tmp_path):
     assert comparable(read_metrics(tmp_path / "a")) == comparable(read_metrics(tmp_path / "b"))
 
 
-def start_training(run_dir, *overrides):
-    command = [sys.executable, "-m", "dreamer.train", *QUICK, *overrides, f"hydra.run.dir={run_dir}"]
-    return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+@pytest.fixture
+def start_training():
+    """Starts training runs in the background; any still running after the test (one
+    that failed before stopping it) is killed, not left training."""
+    processes = []
+
+    def start(run_dir, *overrides):
+        command = [sys.executable, "-m", "dreamer.train", *QUICK, *overrides, f"hydra.run.dir={run_dir}"]
+        processes.append(subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+        return processes[-1]
+
+    yield start
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def wait_for_checkpoint(run_dir, process, timeout=240):
@@ -50,7 +64,7 @@ def wait_for_checkpoint(run_dir, process, timeout=240):
         time.sleep(0.2)
 
 
-def test_sigkill_at_random_moment_then_resume(tmp_path):
+def test_sigkill_at_random_moment_then_resume(tmp_path, start_training):
     run_dir = tmp_path / "run"
     process = start_training(run_dir, "steps=400", "checkpoint.every=50", "eval_every=0", "log_every=50")
     wait_for_checkpoint(run_dir, process)
@@ -93,7 +107,7 @@ def test_crash_in_the_loop_saves_progress_then_resume_finishes(tmp_path):
     assert train_steps == list(range(50, 301, 50))
 
 
-def test_sigterm_saves_checkpoint_and_exits(tmp_path):
+def test_sigterm_saves_checkpoint_and_exits(tmp_path, start_training):
     run_dir = tmp_path / "run"
     process = start_training(run_dir, "steps=100000", "checkpoint.every=100", "eval_every=0")
     wait_for_checkpoint(run_dir, process)
