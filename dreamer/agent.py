@@ -84,8 +84,8 @@ def synchronize(device: torch.device) -> None:
 
 def slow_low_precision(precision: str) -> str | None:
     """Why ``precision`` would slow this CPU down, or None: CPUs without native bf16/fp16
-    instructions (AVX512-BF16, AMX) emulate those matrix products up to a hundred times
-    slower than float32.  Timed on a 256x256 product (well under a second even when emulated)."""
+    instructions (AVX512-BF16, AMX) emulate those matrix products tens to hundreds of
+    times slower than float32.  Timed on a 256x256 product (well under a second even when emulated)."""
     if precision not in AUTOCAST_DTYPES:
         return None
     cpu = torch.device("cpu")
