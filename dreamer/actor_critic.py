@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from dreamer.distributions import BoundedNormal, OneHotCategorical, TwoHot
-from dreamer.functional import lambda_returns, percentile_range, replay_lambda_returns, twohot_bins
+from dreamer.functional import ema_update_, lambda_returns, percentile_range, replay_lambda_returns, twohot_bins
 from dreamer.networks import MLP, autocast_input
 from dreamer.rssm import Latent
 from dreamer.world_model import WorldModel
@@ -22,12 +22,23 @@ class ReturnNormalizer(nn.Module):
         self.rate, self.low, self.high, self.limit = rate, low, high, limit
         self.register_buffer("low_value", torch.zeros(()))
         self.register_buffer("high_value", torch.zeros(()))
+        self.before_update: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @torch.no_grad()
     def update(self, returns: torch.Tensor) -> None:
+        self.before_update = self.low_value.clone(), self.high_value.clone()
         low, high = percentile_range(returns, self.low, self.high)
         self.low_value.lerp_(low, self.rate)
         self.high_value.lerp_(high, self.rate)
+
+    @torch.no_grad()
+    def keep(self, applied: torch.Tensor) -> None:
+        """Keep the last ``update`` where ``applied`` is 1; take it back where 0 (its
+        training update was withheld), without the host reading ``applied``."""
+        if self.before_update is not None:
+            for value, before in zip((self.low_value, self.high_value), self.before_update):
+                value.copy_(torch.where(applied > 0, value, before))
+            self.before_update = None
 
     def scale(self) -> torch.Tensor:
         return (self.high_value - self.low_value).clamp(min=self.limit)
@@ -143,9 +154,11 @@ class ActorCritic(nn.Module):
         return losses, metrics
 
     @torch.no_grad()
-    def update_slow_critic(self) -> None:
-        for slow, online in zip(self.slow_critic.parameters(), self.critic.parameters()):
-            slow.lerp_(online, self.slow_fraction)
+    def after_update(self, applied: torch.Tensor) -> None:
+        """After an optimiser step (``applied`` 1) the slow critic follows the critic; after
+        a withheld one (0) it stays, and the loss's return-percentile update is taken back."""
+        ema_update_(list(self.slow_critic.parameters()), list(self.critic.parameters()), self.slow_fraction * applied)
+        self.return_normalizer.keep(applied)
 
     def train(self, mode: bool = True) -> "ActorCritic":
         super().train(mode)

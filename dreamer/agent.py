@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import shutil
 import sysconfig
 import time
@@ -28,7 +29,8 @@ class LossScaler(nn.Module):
     """Dynamic loss scaling for fp16: gradients too small for fp16 survive the backward.
 
     The scale doubles after ``interval`` updates with finite gradients and halves on an
-    overflow, whose update is skipped.  It is a buffer, so checkpoints keep it.
+    overflow, whose update is skipped.  It is a buffer, so checkpoints keep it; it changes
+    on the device, without the host reading it.
     """
 
     def __init__(self, initial: float = 2.0**15, interval: int = 1000, enabled: bool = True):
@@ -37,22 +39,22 @@ class LossScaler(nn.Module):
         self.register_buffer("scale", torch.tensor(initial if enabled else 1.0))
         self.register_buffer("good_steps", torch.zeros((), dtype=torch.long))
 
-    def unscale_(self, params: list[torch.Tensor]) -> bool:
-        """Divide the gradients by the scale; False (and the scale halved) on inf/NaN."""
+    def unscale_(self, params: list[torch.Tensor]) -> None:
+        """Divide the gradients by the scale."""
+        if self.enabled:
+            torch._foreach_mul_([p.grad for p in params if p.grad is not None], self.scale.reciprocal())
+
+    @torch.no_grad()
+    def update(self, loss_finite: torch.Tensor, grads_finite: torch.Tensor) -> None:
+        """Count a good step, or halve the scale when a finite loss gave non-finite
+        gradients (an overflow); a non-finite loss leaves the scale alone."""
         if not self.enabled:
-            return True
-        grads = [p.grad for p in params if p.grad is not None]
-        torch._foreach_mul_(grads, 1.0 / self.scale)
-        finite = bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all())
-        if finite:
-            self.good_steps += 1
-            if self.good_steps >= self.interval:
-                self.scale *= 2.0
-                self.good_steps.zero_()
-        else:
-            self.scale *= 0.5
-            self.good_steps.zero_()
-        return finite
+            return
+        overflow = loss_finite & ~grads_finite
+        good_steps = torch.where(overflow, 0, self.good_steps + (loss_finite & grads_finite).long())
+        grow = good_steps >= self.interval
+        self.scale.mul_(torch.where(grow, 2.0, torch.where(overflow, 0.5, 1.0)))
+        self.good_steps.copy_(torch.where(grow, 0, good_steps))
 
 
 def cpu_compiler_available() -> bool:
@@ -228,12 +230,15 @@ class Agent(nn.Module):
 
     def train_step(
         self, batch: dict[str, torch.Tensor], start: Latent
-    ) -> tuple[dict[str, torch.Tensor], Latent, list[str]]:
+    ) -> tuple[dict[str, torch.Tensor], Latent]:
         """World-model and actor-critic losses, one backward, one optimiser step.
 
-        Returns detached metrics, the posterior latents (B, T, ...) for the replay, and the
-        names of non-finite losses: when there are any, nothing is updated.  In fp16 an
-        update whose scaled gradients overflow is skipped and the loss scale halved.
+        Returns detached metrics and the posterior latents (B, T, ...) for the replay.  The
+        host never waits for the device here: an update whose loss or gradients are not
+        finite is withheld on the device (``metrics["applied"]`` is 0 and nothing it would
+        change has changed, the slow critic, return percentiles and EMA targets included);
+        ``nonfinite`` names the cause once the caller has read the metrics.  In fp16 an
+        update whose scaled gradients overflow is withheld and the loss scale halved.
         """
         with self.autocast(), self.update_steps():
             wm_losses, posterior, metrics = self.world_model.loss(batch, start)
@@ -242,18 +247,29 @@ class Agent(nn.Module):
         if self.inject_nan is not None:
             losses[self.inject_nan] = losses[self.inject_nan] * float("nan")
         total = sum(self.loss_scales[name] * value for name, value in losses.items())
-        if not torch.isfinite(total):
-            return {}, posterior.detach(), [name for name, value in losses.items() if not torch.isfinite(value)]
+        loss_finite = torch.isfinite(total)
         self.optimizer.zero_grad()
         (total * self.scaler.scale).backward() if self.scaler.enabled else total.backward()
-        if self.scaler.unscale_(self.optimizer.params):
-            metrics.update(self.optimizer.step())
-            self.actor_critic.update_slow_critic()
-            self.world_model.objective.after_update()
-            self.updates += 1
+        self.scaler.unscale_(self.optimizer.params)
+        step = self.optimizer.step(valid=loss_finite)  # grad_norm, applied
+        self.scaler.update(loss_finite, torch.isfinite(step["grad_norm"]))
+        self.actor_critic.after_update(step["applied"])
+        self.world_model.objective.after_update(step["applied"])
+        self.updates += step["applied"].long()
+        metrics.update(step)
         if self.scaler.enabled:
             metrics["loss_scale"] = self.scaler.scale.clone()
         metrics.update(ac_metrics)
         metrics.update({f"loss/{name}": value.detach() for name, value in losses.items()})
         metrics["loss/total"] = total.detach()
-        return metrics, posterior.detach(), []
+        return metrics, posterior.detach()
+
+    def nonfinite(self, values: dict[str, float]) -> list[str]:
+        """Why an update was withheld, from its metrics read as floats: the names of its
+        non-finite losses, or ``gradients``; empty when it was applied or when fp16's loss
+        scaling withheld it for an overflow (the scale was halved instead)."""
+        names = [key.removeprefix("loss/") for key, value in values.items()
+                 if key.startswith("loss/") and key != "loss/total" and not math.isfinite(value)]
+        if names or values["applied"] or self.scaler.enabled and math.isfinite(values["loss/total"]):
+            return names
+        return ["total"] if not math.isfinite(values["loss/total"]) else ["gradients"]

@@ -244,6 +244,11 @@ def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator | No
 
 
 @torch.no_grad()
-def ema_update_(target: list[torch.Tensor], online: list[torch.Tensor], fraction: float) -> None:
-    """``target <- (1 - fraction) * target + fraction * online``, in place."""
-    torch._foreach_lerp_(target, online, fraction)
+def ema_update_(target: list[torch.Tensor], online: list[torch.Tensor], fraction: float | torch.Tensor) -> None:
+    """``target <- (1 - fraction) * target + fraction * online``, in place; ``fraction`` may
+    be a 0-dim tensor on the device (0 leaves the targets exactly as they are, 1 copies)."""
+    if isinstance(fraction, torch.Tensor):
+        for t, o in zip(target, online):  # the foreach lerp would read a tensor weight back to the host
+            t.lerp_(o, fraction)
+    else:
+        torch._foreach_lerp_(target, online, fraction)

@@ -1,46 +1,107 @@
 """Optimisers (spec 4): LaProp with adaptive gradient clipping, and Adam with
-global-norm clipping; both with a linear learning-rate warm-up."""
+global-norm clipping; both with a linear learning-rate warm-up.
+
+An update can be withheld without the host reading anything from the device: ``step``
+takes a 0-dim ``apply`` tensor (1 or 0), and with 0 the parameters, moments and step
+count stay exactly as they were.  The update counts and bias corrections live on the
+device, so the training update never waits for it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Callable, Iterable
 
 import torch
 
 
-class LaProp(torch.optim.Optimizer):
+def bias_correction(beta: float, count: torch.Tensor) -> torch.Tensor:
+    """``1 - beta**count`` for count >= 1 (counts below 1 count as 1), accurate in float32:
+    the direct form loses four digits to cancellation at count 1 with beta 0.999."""
+    return -torch.expm1(count.clamp(min=1) * math.log(beta))
+
+
+class GatedOptimizer(torch.optim.Optimizer):
+    """Shared bookkeeping: one applied-update count per parameter group, on the device.
+
+    The count was a Python int in ``param_groups`` before it moved to the device; such
+    checkpoints load, and torch.optim.Adam's per-parameter counts are read the same way.
+    """
+
+    def _count(self, group: dict, params: list[torch.Tensor]) -> torch.Tensor:
+        count = group.get("step")
+        if count is None:  # torch.optim.Adam kept a count per parameter
+            count = max((float(self.state[p]["step"]) for p in params if "step" in self.state[p]), default=0.0)
+        group["step"] = torch.as_tensor(count, dtype=torch.float32, device=params[0].device)
+        return group["step"]
+
+    def _moments(self, params: list[torch.Tensor], names: tuple[str, str]) -> tuple[list, list]:
+        for p in params:
+            for name in names:
+                if name not in self.state[p]:
+                    self.state[p][name] = torch.zeros_like(p)
+        return [self.state[p][names[0]] for p in params], [self.state[p][names[1]] for p in params]
+
+
+class LaProp(GatedOptimizer):
     """LaProp: momentum over RMS-normalised gradients, both moments bias-corrected.
 
     ``v = β2 v + (1-β2) g²``; ``m = β1 m + (1-β1) g / (sqrt(v̂) + ε)``; ``p -= lr m̂``.
     """
 
     def __init__(self, params: Iterable[torch.Tensor], lr: float = 4e-5, betas=(0.9, 0.999), eps: float = 1e-20):
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, step=0))
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps))
 
     @torch.no_grad()
-    def step(self, closure=None):
+    def step(self, closure=None, *, apply: torch.Tensor, lr: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """One update, or none where ``apply`` is 0 (gradients must then be zeros);
+        ``lr`` gives the learning rate for the applied-update count, this one included."""
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
             grads = [p.grad for p in params]
-            for p in params:
-                if not self.state[p]:
-                    self.state[p]["momentum"] = torch.zeros_like(p)
-                    self.state[p]["square"] = torch.zeros_like(p)
-            momenta = [self.state[p]["momentum"] for p in params]
-            squares = [self.state[p]["square"] for p in params]
+            momenta, squares = self._moments(params, ("momentum", "square"))
             beta1, beta2 = group["betas"]
-            group["step"] += 1
-            step = group["step"]
-            torch._foreach_mul_(squares, beta2)
+            count = self._count(group, params)
+            count += apply
+            # apply = 0: every decay is 1 (β**0) and the step size 0, so nothing moves.
+            torch._foreach_mul_(squares, torch.pow(beta2, apply))
             torch._foreach_addcmul_(squares, grads, grads, value=1 - beta2)
-            denominators = torch._foreach_sqrt(torch._foreach_div(squares, 1 - beta2**step))
+            denominators = torch._foreach_sqrt(torch._foreach_div(squares, bias_correction(beta2, count)))
             torch._foreach_add_(denominators, group["eps"])
             normalized = torch._foreach_div(grads, denominators)
-            torch._foreach_mul_(momenta, beta1)
+            torch._foreach_mul_(momenta, torch.pow(beta1, apply))
             torch._foreach_add_(momenta, normalized, alpha=1 - beta1)
-            torch._foreach_add_(params, momenta, alpha=-group["lr"] / (1 - beta1**step))
+            step_size = -lr(count) * apply / bias_correction(beta1, count)
+            torch._foreach_add_(params, torch._foreach_mul(momenta, step_size))
+
+
+class Adam(GatedOptimizer):
+    """Adam (Kingma and Ba), as torch.optim.Adam computes it, with the gated step above."""
+
+    def __init__(self, params: Iterable[torch.Tensor], lr: float = 1e-4, betas=(0.9, 0.999), eps: float = 1e-8):
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps))
+
+    @torch.no_grad()
+    def step(self, closure=None, *, apply: torch.Tensor, lr: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            means, squares = self._moments(params, ("exp_avg", "exp_avg_sq"))  # torch.optim.Adam's names
+            beta1, beta2 = group["betas"]
+            count = self._count(group, params)
+            count += apply
+            torch._foreach_mul_(means, torch.pow(beta1, apply))
+            torch._foreach_add_(means, grads, alpha=1 - beta1)
+            torch._foreach_mul_(squares, torch.pow(beta2, apply))
+            torch._foreach_addcmul_(squares, grads, grads, value=1 - beta2)
+            denominators = torch._foreach_sqrt(squares)
+            torch._foreach_div_(denominators, bias_correction(beta2, count).sqrt())
+            torch._foreach_add_(denominators, group["eps"])
+            step_size = -lr(count) * apply / bias_correction(beta1, count)
+            torch._foreach_addcdiv_(params, torch._foreach_mul(means, step_size), denominators)
 
 
 def adaptive_clip_(params: list[torch.Tensor], clip: float, pmin: float) -> torch.Tensor:
@@ -64,20 +125,32 @@ class Optimizer:
         self.params = [p for p in params if p.requires_grad]
         self.lr = lr
         self.warmup = warmup
-        self.optimizer: torch.optim.Optimizer
+        self.optimizer: GatedOptimizer
 
-    def clip(self) -> torch.Tensor:
+    def clip(self, params: list[torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
 
-    def step(self) -> dict[str, torch.Tensor]:
-        """Clip the gradients already in ``.grad`` and apply one update."""
-        grad_norm = self.clip()
-        updates = self.optimizer.param_groups[0].get("updates", 0) + 1
-        for group in self.optimizer.param_groups:
-            group["updates"] = updates
-            group["lr"] = self.lr * min(1.0, updates / max(1, self.warmup))
-        self.optimizer.step()
-        return {"grad_norm": grad_norm}
+    def step(self, valid: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Clip the gradients already in ``.grad`` and apply one update, unless ``valid``
+        (a 0-dim bool tensor) is false or a gradient is not finite: then nothing changes.
+
+        Returns the gradient norm before clipping and ``applied`` (1.0 or 0.0), as tensors
+        the host has not waited for.
+        """
+        params = [p for p in self.params if p.grad is not None]
+        grad_norm = self.clip(params)
+        apply = torch.isfinite(grad_norm)
+        if valid is not None:
+            apply = apply & valid
+        for p in params:  # a withheld update's NaNs would reach the moments even times 0
+            p.grad.masked_fill_(~apply, 0.0)
+        gate = apply.float()
+        self.optimizer.step(apply=gate, lr=self.learning_rate)
+        return {"grad_norm": grad_norm, "applied": gate}
+
+    def learning_rate(self, count: torch.Tensor) -> torch.Tensor:
+        """``lr`` scaled linearly from 0 over the first ``warmup`` applied updates."""
+        return self.lr * (count / max(1, self.warmup)).clamp(max=1.0)
 
     def zero_grad(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
@@ -97,8 +170,8 @@ class LaPropAGC(Optimizer):
         self.agc, self.pmin = agc, pmin
         self.optimizer = LaProp(self.params, lr=lr, betas=betas, eps=eps)
 
-    def clip(self) -> torch.Tensor:
-        return adaptive_clip_([p for p in self.params if p.grad is not None], self.agc, self.pmin)
+    def clip(self, params: list[torch.Tensor]) -> torch.Tensor:
+        return adaptive_clip_(params, self.agc, self.pmin)
 
 
 class AdamClip(Optimizer):
@@ -107,7 +180,7 @@ class AdamClip(Optimizer):
     def __init__(self, params, lr=1e-4, betas=(0.9, 0.999), eps=1e-8, clip_norm=100.0, warmup=1000):
         super().__init__(params, lr, warmup)
         self.clip_norm = clip_norm
-        self.optimizer = torch.optim.Adam(self.params, lr=lr, betas=tuple(betas), eps=eps, foreach=True)
+        self.optimizer = Adam(self.params, lr=lr, betas=betas, eps=eps)
 
-    def clip(self) -> torch.Tensor:
-        return torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm, foreach=True)
+    def clip(self, params: list[torch.Tensor]) -> torch.Tensor:
+        return torch.nn.utils.clip_grad_norm_(params, self.clip_norm, foreach=True)

@@ -1,5 +1,6 @@
 """Replay, RSSM, optimiser and distributions against hand-computed behaviour."""
 
+import copy
 import subprocess
 import sys
 from pathlib import Path
@@ -141,6 +142,131 @@ def test_adam_clip_limits_global_norm():
     metrics = optimizer.step()
     assert metrics["grad_norm"].item() == pytest.approx(50.0)
     torch.testing.assert_close(parameter.detach(), torch.tensor([-0.1, -0.1]))
+
+
+def laprop_reference(params, grads_per_step, lr, betas, eps, warmup):
+    """LaProp written out per tensor in float64 (spec 4), for comparison."""
+    params = [p.double().clone() for p in params]
+    momenta = [torch.zeros_like(p) for p in params]
+    squares = [torch.zeros_like(p) for p in params]
+    for step, grads in enumerate(grads_per_step, start=1):
+        rate = lr * min(1.0, step / max(1, warmup))
+        for p, g, m, v in zip(params, grads, momenta, squares):
+            g = g.double()
+            v.mul_(betas[1]).add_((1 - betas[1]) * g * g)
+            m.mul_(betas[0]).add_((1 - betas[0]) * g / ((v / (1 - betas[1] ** step)).sqrt() + eps))
+            p.sub_(rate * m / (1 - betas[0] ** step))
+    return params
+
+
+def random_gradients(shapes, steps, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return [[torch.randn(shape, generator=generator) for shape in shapes] for _ in range(steps)]
+
+
+def test_laprop_matches_its_formula_over_steps_with_warmup():
+    shapes = [(3, 4), (5,)]
+    initial = [torch.randn(shape) for shape in shapes]
+    grads = random_gradients(shapes, 4)
+    params = [torch.nn.Parameter(p.clone()) for p in initial]
+    optimizer = LaPropAGC(params, lr=0.01, betas=(0.9, 0.999), eps=1e-20, agc=1e9, warmup=3)
+    for step_grads in grads:
+        for p, g in zip(params, step_grads):
+            p.grad = g.clone()
+        optimizer.step()
+    expected = laprop_reference(initial, grads, 0.01, (0.9, 0.999), 1e-20, warmup=3)
+    for p, e in zip(params, expected):
+        torch.testing.assert_close(p.detach().double(), e, rtol=1e-5, atol=1e-7)
+
+
+def test_adam_matches_torch_adam():
+    shapes = [(3, 4), (5,)]
+    initial = [torch.randn(shape) for shape in shapes]
+    ours = [torch.nn.Parameter(p.clone()) for p in initial]
+    theirs = [torch.nn.Parameter(p.clone()) for p in initial]
+    optimizer = AdamClip(ours, lr=0.01, eps=1e-8, clip_norm=1e9, warmup=0)
+    reference = torch.optim.Adam(theirs, lr=0.01, eps=1e-8)
+    for step_grads in random_gradients(shapes, 4):
+        for a, b, g in zip(ours, theirs, step_grads):
+            a.grad, b.grad = g.clone(), g.clone()
+        optimizer.step()
+        reference.step()
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def optimizer_snapshot(optimizer):
+    return copy.deepcopy(optimizer.state_dict()), [p.detach().clone() for p in optimizer.params]
+
+
+def assert_same_snapshot(before, after):
+    (state_a, params_a), (state_b, params_b) = before, after
+    for a, b in zip(params_a, params_b):
+        assert torch.equal(a, b)
+    assert state_a["state"].keys() == state_b["state"].keys()
+    for index, moments in state_a["state"].items():
+        for name, value in moments.items():
+            assert torch.equal(value, state_b["state"][index][name]), (index, name)
+    assert [float(g["step"]) for g in state_a["param_groups"]] == [float(g["step"]) for g in state_b["param_groups"]]
+
+
+@pytest.mark.parametrize("make", [lambda p: LaPropAGC(p, lr=0.01, warmup=2), lambda p: AdamClip(p, lr=0.01, warmup=2)],
+                         ids=["laprop", "adam"])
+@pytest.mark.parametrize("cause", ["invalid loss", "nan gradient", "inf gradient"])
+def test_withheld_step_changes_nothing_and_the_next_step_continues_as_if_none_happened(make, cause):
+    shapes = [(3, 4), (5,)]
+    initial = [torch.randn(shape) for shape in shapes]
+    grads = random_gradients(shapes, 3)
+    params, twin_params = ([torch.nn.Parameter(p.clone()) for p in initial] for _ in range(2))
+    optimizer, twin = make(params), make(twin_params)
+
+    def step(opt, opt_params, step_grads, valid=None):
+        for p, g in zip(opt_params, step_grads):
+            p.grad = g.clone()
+        return opt.step(valid)
+
+    for opt, opt_params in ((optimizer, params), (twin, twin_params)):
+        assert step(opt, opt_params, grads[0])["applied"].item() == 1.0
+    before = optimizer_snapshot(optimizer)
+    bad = [g.clone() for g in grads[1]]
+    valid = torch.tensor(cause != "invalid loss")
+    if cause != "invalid loss":
+        bad[0][1, 2] = float("nan") if cause == "nan gradient" else float("inf")
+    metrics = step(optimizer, params, bad, valid)
+    assert metrics["applied"].item() == 0.0
+    assert_same_snapshot(before, optimizer_snapshot(optimizer))
+    step(optimizer, params, grads[2])
+    step(twin, twin_params, grads[2])
+    for a, b in zip(params, twin_params):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_laprop_state_with_the_count_as_a_python_int_loads_and_continues():
+    """Checkpoints kept the step count (and the warmed-up lr) as Python numbers in the
+    parameter group before the count moved to the device."""
+    shapes = [(3, 4), (5,)]
+    initial = [torch.randn(shape) for shape in shapes]
+    grads = random_gradients(shapes, 3)
+    params, loaded_params = ([torch.nn.Parameter(p.clone()) for p in initial] for _ in range(2))
+    optimizer = LaPropAGC(params, lr=0.01, warmup=10)
+    for step_grads in grads[:2]:
+        for p, g in zip(params, step_grads):
+            p.grad = g.clone()
+        optimizer.step()
+    saved = copy.deepcopy(optimizer.state_dict())
+    for group in saved["param_groups"]:
+        group.update(step=2, updates=2, lr=0.01 * 2 / 10)  # the earlier layout
+    with torch.no_grad():
+        for p, q in zip(loaded_params, params):
+            p.copy_(q)
+    loaded = LaPropAGC(loaded_params, lr=0.01, warmup=10)
+    loaded.load_state_dict(saved)
+    for opt, opt_params in ((optimizer, params), (loaded, loaded_params)):
+        for p, g in zip(opt_params, grads[2]):
+            p.grad = g.clone()
+        opt.step()
+    for a, b in zip(params, loaded_params):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 def run_python(script: str, *args: str) -> str:

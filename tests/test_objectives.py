@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from dreamer.functional import ema_update_, random_shift, sinkhorn
 from dreamer.networks import MultiEncoder
+from dreamer.optim import LaPropAGC
 from dreamer.representation.base import ObjectiveContext, ObjectiveInputs
 from dreamer.representation.dreamer import ReconstructionObjective, image_mse, vector_mse
 from dreamer.representation.dreamerpro import PrototypeObjective
@@ -120,37 +121,59 @@ def make_prototype_objective(freeze):
     return PrototypeObjective(context, prototypes=10, projection=4, freeze_prototypes=freeze), context, encoder
 
 
-def test_dreamerpro_prototypes_frozen_receive_no_gradient():
-    objective, context, encoder = make_prototype_objective(freeze=5)
+def prototype_gradient(objective, context, encoder) -> torch.Tensor:
+    objective.prototypes.grad = None
     batch = {"image": torch.randint(0, 256, (4, 5, 16, 16, 3), dtype=torch.uint8)}
     features = torch.randn(4, 5, FEATURES, requires_grad=True)
     losses, _ = objective(make_inputs(context, encoder, batch, features))
     sum(losses.values()).backward()
-    assert objective.prototypes.grad is None
+    return objective.prototypes.grad
+
+
+def test_dreamerpro_prototypes_frozen_receive_zero_gradient():
+    """Zero (not None): the freeze is decided on the device, from the update count."""
+    objective, context, encoder = make_prototype_objective(freeze=5)
+    assert torch.count_nonzero(prototype_gradient(objective, context, encoder)) == 0
     for _ in range(4):
         objective.after_update()
-    losses, _ = objective(make_inputs(context, encoder, batch, features))
-    sum(losses.values()).backward()
-    assert objective.prototypes.grad is None  # 4 updates: still frozen
+    assert torch.count_nonzero(prototype_gradient(objective, context, encoder)) == 0  # 4 updates: still frozen
+    objective.after_update(torch.tensor(0.0))  # withheld: not counted
+    assert torch.count_nonzero(prototype_gradient(objective, context, encoder)) == 0
     objective.after_update()
-    losses, _ = objective(make_inputs(context, encoder, batch, features))
-    sum(losses.values()).backward()
-    assert objective.prototypes.grad.abs().sum() > 0
+    assert prototype_gradient(objective, context, encoder).abs().sum() > 0
+
+
+def test_frozen_prototypes_stay_exactly_as_they_are_under_laprop():
+    objective, context, encoder = make_prototype_objective(freeze=5)
+    before = objective.prototypes.detach().clone()
+    optimizer = LaPropAGC([objective.prototypes], lr=0.1, warmup=0)
+    for _ in range(3):
+        prototype_gradient(objective, context, encoder)
+        optimizer.step()
+    assert torch.equal(objective.prototypes.detach(), before)
+    assert all(torch.count_nonzero(moment) == 0 for moment in optimizer.optimizer.state[objective.prototypes].values())
 
 
 def test_dreamerpro_update_count_comes_back_from_a_checkpoint():
-    """The freeze counts updates on the host; loading a state dict must reset that count."""
     trained, _, _ = make_prototype_objective(freeze=5)
     for _ in range(5):
         trained.after_update()
     fresh, context, encoder = make_prototype_objective(freeze=5)
-    assert fresh.update_count() == 0
+    assert torch.count_nonzero(prototype_gradient(fresh, context, encoder)) == 0
     fresh.load_state_dict(trained.state_dict())
-    assert fresh.update_count() == 5
-    batch = {"image": torch.randint(0, 256, (4, 5, 16, 16, 3), dtype=torch.uint8)}
-    losses, _ = fresh(make_inputs(context, encoder, batch, torch.randn(4, 5, FEATURES)))
-    sum(losses.values()).backward()
-    assert fresh.prototypes.grad is not None  # past the freeze
+    assert fresh.updates.item() == 5
+    assert prototype_gradient(fresh, context, encoder).abs().sum() > 0  # past the freeze
+
+
+def test_dreamerpro_withheld_update_leaves_targets_prototypes_and_count():
+    objective, _, encoder = make_prototype_objective(freeze=0)
+    with torch.no_grad():
+        next(encoder.parameters()).add_(1.0)
+        objective.prototypes.mul_(2.0)  # renormalised by an applied update
+    state = {key: value.clone() for key, value in objective.state_dict().items()}
+    objective.after_update(torch.tensor(0.0))
+    for key, value in objective.state_dict().items():
+        assert torch.equal(value, state[key]), key
 
 
 def test_dreamerpro_targets_carry_no_gradient_and_ema_copies_first():

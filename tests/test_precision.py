@@ -112,24 +112,28 @@ def test_low_precision_slower_than_fp32_on_this_cpu_warns(monkeypatch, caplog):
 def test_fp16_update_reports_scale_and_changes_weights():
     agent, batch, start = make_agent("precision=fp16")
     before = [p.detach().clone() for p in agent.parameters()]
-    metrics, _, bad = agent.train_step(batch, start)
-    assert not bad
+    metrics, _ = agent.train_step(batch, start)
+    assert metrics["applied"].item() == 1.0
     assert metrics["loss_scale"].item() == 2.0**15
     assert agent.updates.item() == 1
     assert any(not torch.equal(b, p) for b, p in zip(before, agent.parameters()))
 
 
-def test_loss_scaler_unscales_and_backs_off():
+def test_loss_scaler_unscales_grows_and_backs_off():
     weight = torch.nn.Parameter(torch.zeros(3))
     scaler = LossScaler(initial=8.0, interval=2)
     weight.grad = torch.tensor([8.0, 16.0, -24.0])
-    assert scaler.unscale_([weight])
+    scaler.unscale_([weight])
     assert weight.grad.tolist() == [1.0, 2.0, -3.0]
-    weight.grad = torch.tensor([8.0, 8.0, 8.0])
-    assert scaler.unscale_([weight])
-    assert scaler.scale.item() == 16.0  # grew after `interval` finite steps
-    weight.grad = torch.tensor([float("inf"), 0.0, 0.0])
-    assert not scaler.unscale_([weight])
+    finite, overflow = torch.tensor(True), torch.tensor(False)
+    scaler.update(finite, finite)
+    assert scaler.scale.item() == 8.0 and scaler.good_steps.item() == 1
+    scaler.update(finite, finite)
+    assert scaler.scale.item() == 16.0 and scaler.good_steps.item() == 0  # grew after `interval` finite steps
+    scaler.update(finite, finite)
+    scaler.update(finite, overflow)  # finite loss, non-finite gradients: an overflow
+    assert scaler.scale.item() == 8.0 and scaler.good_steps.item() == 0
+    scaler.update(overflow, overflow)  # a non-finite loss is not the scale's doing
     assert scaler.scale.item() == 8.0 and scaler.good_steps.item() == 0
 
 
@@ -137,8 +141,9 @@ def test_disabled_scaler_leaves_gradients_alone():
     weight = torch.nn.Parameter(torch.zeros(2))
     weight.grad = torch.tensor([3.0, float("nan")])
     scaler = LossScaler(enabled=False)
-    assert scaler.unscale_([weight]) and scaler.scale.item() == 1.0
-    assert weight.grad[0].item() == 3.0
+    scaler.unscale_([weight])
+    scaler.update(torch.tensor(True), torch.tensor(False))
+    assert scaler.scale.item() == 1.0 and weight.grad[0].item() == 3.0
 
 
 class DeviceReads(TorchDispatchMode):
@@ -158,14 +163,52 @@ class DeviceReads(TorchDispatchMode):
 
 
 @pytest.mark.parametrize("variant", ["r2dreamer", "dreamer", "infonce", "dreamerpro"])
-def test_update_waits_for_the_device_once(variant):
-    """One read-back per update: the finiteness check of the total loss before the backward
-    (a one-hot's range check used to add two per RSSM step)."""
+def test_update_never_waits_for_the_device(variant):
+    """No read-back in an update, the first one included: the finiteness checks gate the
+    optimiser, slow critic, return percentiles, EMA targets and counters on the device
+    (a one-hot's range check used to add two waits per RSSM step, the loss check one)."""
     agent, batch, start = make_agent(f"rep_variant={variant}")
-    agent.train_step(batch, start)  # the first update reads DreamerPro's update counter once
+    for _ in range(2):
+        with DeviceReads() as reads:
+            agent.train_step(batch, start)
+        assert reads.ops == []
+
+
+def test_fp16_update_never_waits_for_the_device():
+    agent, batch, start = make_agent("precision=fp16")
     with DeviceReads() as reads:
         agent.train_step(batch, start)
-    assert reads.ops == ["_local_scalar_dense"]
+    assert reads.ops == []
+
+
+def training_state(agent) -> list[torch.Tensor]:
+    """Everything an update may change: parameters, buffers, optimiser moments and counts."""
+    optimizer = agent.optimizer.state_dict()
+    moments = [value for state in optimizer["state"].values() for value in state.values()]
+    counts = [torch.as_tensor(group["step"]) for group in optimizer["param_groups"]]
+    return [value.clone() for value in (*agent.state_dict().values(), *moments, *counts)]
+
+
+@pytest.mark.parametrize("variant", ["r2dreamer", "dreamer", "infonce", "dreamerpro"])
+@pytest.mark.parametrize("cause", ["loss", "gradient"])
+def test_withheld_update_changes_nothing_and_names_its_cause(variant, cause):
+    """An update with a NaN loss, or a finite loss and a NaN gradient, leaves every
+    parameter, buffer and optimiser state as it was; the caller learns why from the metrics."""
+    agent, batch, start = make_agent(f"rep_variant={variant}")
+    agent.train_step(batch, start)  # moments, slow critic and EMA targets away from their start
+    before = training_state(agent)
+    if cause == "loss":
+        agent.inject_nan = "reward"
+    else:
+        agent.actor_critic.critic.out.weight.register_hook(lambda grad: grad * float("nan"))
+    metrics, _ = agent.train_step(batch, start)
+    values = {key: value.item() for key, value in metrics.items()}
+    assert values["applied"] == 0.0
+    assert agent.nonfinite(values) == (["reward"] if cause == "loss" else ["gradients"])
+    after = training_state(agent)
+    assert len(before) == len(after)
+    for a, b in zip(before, after):
+        assert torch.equal(a, b)
 
 
 def test_update_uses_the_graphed_steps_and_acting_the_plain_ones():

@@ -62,5 +62,9 @@ class RepresentationObjective(nn.Module):
         """Optional visual report: image grids (rows, T, H, W, C) in [0, 1] per key."""
         return {}
 
-    def after_update(self) -> None:
-        """Hook run after each optimiser step (EMA targets, prototype normalisation)."""
+    def after_update(self, applied: torch.Tensor | None = None) -> None:
+        """Hook run after each optimiser step (EMA targets, prototype normalisation).
+
+        ``applied``: 0-dim 1.0, or 0.0 when the step was withheld (then change nothing);
+        read it on the device, never on the host.  None counts as applied.
+        """

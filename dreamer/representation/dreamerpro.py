@@ -45,18 +45,7 @@ class PrototypeObjective(RepresentationObjective):
         self.sinkhorn_epsilon, self.sinkhorn_iterations = sinkhorn_epsilon, sinkhorn_iterations
         self.temperature, self.warm_up, self.freeze_prototypes = temperature, warm_up, freeze_prototypes
         self.scales = {"swav": 1.0, "temp": 1.0, "norm": 1.0, **(scales or {})}
-        self.register_buffer("updates", torch.zeros((), dtype=torch.long))
-        self._host_updates: int | None = None  # the buffer's value, read once: reading it is a device sync
-
-    def update_count(self) -> int:
-        """Updates so far, kept on the host after one read of the buffer (after building or loading)."""
-        if self._host_updates is None:
-            self._host_updates = int(self.updates)
-        return self._host_updates
-
-    def _load_from_state_dict(self, *args, **kwargs):
-        self._host_updates = None
-        super()._load_from_state_dict(*args, **kwargs)
+        self.register_buffer("updates", torch.zeros((), dtype=torch.long))  # applied updates
 
     def _modules_for_ema(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         target = list(self.target_encoder.parameters()) + list(self.target_projector.parameters())
@@ -76,7 +65,10 @@ class PrototypeObjective(RepresentationObjective):
 
     def forward(self, inputs: ObjectiveInputs) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         views = 2
-        prototypes = self.prototypes if self.update_count() >= self.freeze_prototypes else self.prototypes.detach()
+        # Frozen for the first updates: the gradient is zeroed on the device (the host never
+        # reads the count), which leaves the optimiser's zero moments and the prototypes as they are.
+        thawed = self.updates >= self.freeze_prototypes
+        prototypes = torch.where(thawed, self.prototypes, self.prototypes.detach())
         start = self.warm_up
 
         with torch.no_grad():
@@ -100,9 +92,10 @@ class PrototypeObjective(RepresentationObjective):
         return {"swav": swav, "temp": temporal, "norm": norm}, {}
 
     @torch.no_grad()
-    def after_update(self) -> None:
+    def after_update(self, applied: torch.Tensor | None = None) -> None:
+        applied = torch.ones((), device=self.updates.device) if applied is None else applied
         target, online = self._modules_for_ema()
-        ema_update_(target, online, 1.0 if self.update_count() == 0 else self.ema_fraction)
-        self.prototypes.copy_(F.normalize(self.prototypes, dim=-1))
-        self.updates += 1
-        self._host_updates = self.update_count() + 1
+        fraction = torch.where(self.updates == 0, 1.0, self.ema_fraction)  # the first update copies
+        ema_update_(target, online, fraction * applied)
+        self.prototypes.copy_(torch.where(applied > 0, F.normalize(self.prototypes, dim=-1), self.prototypes))
+        self.updates += applied.long()
