@@ -13,11 +13,11 @@ import argparse
 import statistics
 import time
 
+import hydra
 import torch
 from hydra import compose, initialize_config_dir
 
 from dreamer.config import CONF_DIR
-from dreamer.envs.gym import GymEnv
 from dreamer.runner import build_agent
 
 WARMUP = 3
@@ -32,7 +32,7 @@ def main() -> None:
         parser.error(f"--steps={args.steps}: needs more than the {WARMUP} untimed steps")
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=[*args.overrides, "compile=false"])
-    env = GymEnv(obs=cfg.env.obs, seed=0)
+    env = hydra.utils.instantiate(cfg.env, _convert_="all")(seed=cfg.seed)  # as dreamer.bench builds it
     env.close()
     agent = build_agent(cfg, env.obs_space, env.action_space, torch.device("cpu"))
     params = [p for p in agent.parameters() if p.requires_grad]
