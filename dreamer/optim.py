@@ -41,6 +41,18 @@ class GatedOptimizer(torch.optim.Optimizer):
                     self.state[p][name] = torch.zeros_like(p)
         return [self.state[p][names[0]] for p in params], [self.state[p][names[1]] for p in params]
 
+    def _groups(self, apply: torch.Tensor, names: tuple[str, str]):
+        """Per parameter group with gradients: its parameters, their gradients, the two
+        moments called ``names``, the group, and its count with this step (``apply``) added."""
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            first, second = self._moments(params, names)
+            count = self._count(group, params)
+            count += apply
+            yield params, [p.grad for p in params], first, second, group, count
+
 
 class LaProp(GatedOptimizer):
     """LaProp: momentum over RMS-normalised gradients, both moments bias-corrected.
@@ -55,15 +67,8 @@ class LaProp(GatedOptimizer):
     def step(self, closure=None, *, apply: torch.Tensor, lr: Callable[[torch.Tensor], torch.Tensor]) -> None:
         """One update, or none where ``apply`` is 0 (gradients must then be zeros);
         ``lr`` gives the learning rate for the applied-update count, this one included."""
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            grads = [p.grad for p in params]
-            momenta, squares = self._moments(params, ("momentum", "square"))
+        for params, grads, momenta, squares, group, count in self._groups(apply, ("momentum", "square")):
             beta1, beta2 = group["betas"]
-            count = self._count(group, params)
-            count += apply
             # apply = 0: every decay is 1 (β**0) and the step size 0, so nothing moves.
             torch._foreach_mul_(squares, torch.pow(beta2, apply))
             torch._foreach_addcmul_(squares, grads, grads, value=1 - beta2)
@@ -84,15 +89,8 @@ class Adam(GatedOptimizer):
 
     @torch.no_grad()
     def step(self, closure=None, *, apply: torch.Tensor, lr: Callable[[torch.Tensor], torch.Tensor]) -> None:
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            grads = [p.grad for p in params]
-            means, squares = self._moments(params, ("exp_avg", "exp_avg_sq"))  # torch.optim.Adam's names
+        for params, grads, means, squares, group, count in self._groups(apply, ("exp_avg", "exp_avg_sq")):  # torch's names
             beta1, beta2 = group["betas"]
-            count = self._count(group, params)
-            count += apply
             torch._foreach_mul_(means, torch.pow(beta1, apply))
             torch._foreach_add_(means, grads, alpha=1 - beta1)
             torch._foreach_mul_(squares, torch.pow(beta2, apply))
