@@ -86,6 +86,11 @@ class ActorCritic(nn.Module):
             return OneHotCategorical(raw, self.unimix)
         return BoundedNormal(raw, self.min_std, self.max_std)
 
+    def sample_action(self, features: torch.Tensor) -> torch.Tensor:
+        """An action sampled from the policy at ``features`` (imagination's per-step actor;
+        ``compile=true`` compiles it)."""
+        return self.policy(features).sample()
+
     def value(self, features: torch.Tensor, slow: bool = False) -> TwoHot:
         return TwoHot((self.slow_critic if slow else self.critic)(features), self.bins)
 
@@ -98,7 +103,7 @@ class ActorCritic(nn.Module):
         latent = start
         features, actions = [latent.features()], []
         for _ in range(self.horizon):
-            action = self.policy(features[-1]).sample()
+            action = self.sample_action(features[-1])
             latent = world_model.rssm.img_step(latent, action)
             actions.append(action)
             features.append(latent.features())

@@ -104,8 +104,8 @@ def compile_hot_paths(agent: "Agent", cuda_graphs: bool = False) -> None:
     """``torch.compile`` the per-time-step functions the update loops over, and the
     normalisation + activation tails of the layers outside them.
 
-    The posterior and imagination steps run T and H times per update with identical
-    shapes, so one compiled graph each is reused; the loops themselves stay in Python,
+    The posterior and imagination steps (and imagination's actor step) run T and H times
+    per update with identical shapes, so one compiled graph each is reused; the loops themselves stay in Python,
     which keeps compile time to seconds instead of unrolling whole sequences.
 
     ``cuda_graphs``: the update uses second compilations of the two steps that replay
@@ -120,6 +120,8 @@ def compile_hot_paths(agent: "Agent", cuda_graphs: bool = False) -> None:
         )
     rssm.obs_step = torch.compile(rssm.obs_step, dynamic=False)
     rssm.img_step = torch.compile(rssm.img_step, dynamic=False)
+    # Imagination's actor step: an MLP, unimix softmax and sample, H times per update.
+    agent.actor_critic.sample_action = torch.compile(agent.actor_critic.sample_action, dynamic=False)
     # Convolution stages: only the channel norms are compiled (one fused pass instead of
     # several eager ones at 64x64).  Convolutions, pooling and upsampling stay library kernels: compiled,
     # the max-pool backward became a gather loop that cost more than the convolutions.

@@ -45,8 +45,9 @@ def compiled_parts(agent) -> list[str]:
     parts = [name for name, module in agent.named_modules()
              if compiled(module.forward) or compiled(getattr(module, "norm_silu", None))]
     rssm = agent.world_model.rssm
-    return parts + [f"rssm.{step}" for step in ("obs_step", "img_step")
-                    if hasattr(getattr(rssm, step), "_torchdynamo_orig_callable")]
+    steps = {f"rssm.{name}": getattr(rssm, name) for name in ("obs_step", "img_step")}
+    steps["actor_critic.sample_action"] = agent.actor_critic.sample_action
+    return parts + [name for name, step in steps.items() if compiled(step)]
 
 
 def losses_with(*overrides: str) -> dict[str, float]:
@@ -80,7 +81,8 @@ def test_compiled_losses_match_eager(variant):
         compiled = losses_with("compile=true", f"rep_variant={variant}")
     assert reference.keys() == compiled.keys()
     parts = compiled_parts(make_agent("compile=true", f"rep_variant={variant}")[0])
-    assert {"world_model.encoder.cnn.stages.2", "actor_critic.critic.hidden.0", "rssm.obs_step", "rssm.img_step"} <= set(parts)
+    assert {"world_model.encoder.cnn.stages.2", "actor_critic.critic.hidden.0", "rssm.obs_step", "rssm.img_step",
+            "actor_critic.sample_action"} <= set(parts)
     assert any("decoder" in part for part in parts) == (variant == "dreamer")
     for name in reference:
         assert compiled[name] == pytest.approx(reference[name], rel=COMPILE_TOLERANCE, abs=1e-5), name

@@ -1,0 +1,62 @@
+"""The imagination rollout with imagination's actor step eager and compiled, alternating in
+one process (so both see the same machine load)::
+
+    python experiments/bench_imagination.py                    # the default job's model, 60 rounds
+    python experiments/bench_imagination.py --rounds 20 model=size12M env.obs=pixels
+
+Prints the median and quartiles of each rollout's milliseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import hydra
+import torch
+from hydra import compose, initialize_config_dir
+
+from dreamer.bench import synthetic_replay
+from dreamer.config import CONF_DIR
+from dreamer.runner import build_agent, seed_everything
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=60, help="rollouts of each kind, alternating")
+    parser.add_argument("overrides", nargs="*", default=[])
+    args = parser.parse_args()
+    if args.rounds < 2:
+        parser.error(f"--rounds={args.rounds}: needs at least 2 to give quartiles")
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[*args.overrides, "compile=true"])
+    seed_everything(cfg.seed)
+    env = hydra.utils.instantiate(cfg.env, _convert_="all")(seed=cfg.seed)  # as dreamer.bench builds it
+    env.close()
+    agent = build_agent(cfg, env.obs_space, env.action_space, torch.device("cpu"))
+    batch, start, _ = synthetic_replay(cfg, env.obs_space, env.action_space, cfg.seed).sample(
+        cfg.batch_size, cfg.batch_length)
+    actor_critic, world_model = agent.actor_critic, agent.world_model
+    compiled = actor_critic.sample_action
+    steps = {"eager": getattr(compiled, "_torchdynamo_orig_callable", compiled), "compiled": compiled}
+    for _ in range(3):  # compiles, and warms both
+        agent.train_step(batch, start)
+    with torch.no_grad(), agent.autocast():
+        starts = world_model.loss(batch, start)[1].reshape(-1)
+    times = {name: [] for name in steps}
+    for _ in range(args.rounds):
+        for name, step in steps.items():
+            actor_critic.sample_action = step
+            begin = time.perf_counter()
+            actor_critic.imagine(world_model, starts)
+            times[name].append(time.perf_counter() - begin)
+    actor_critic.sample_action = compiled
+    for name, seconds in times.items():
+        low, _, high = statistics.quantiles(seconds, n=4)
+        print(f"{name:9s} imagination median {1e3 * statistics.median(seconds):7.2f} ms "
+              f"(quartiles {1e3 * low:.2f}-{1e3 * high:.2f})")
+
+
+if __name__ == "__main__":
+    main()
