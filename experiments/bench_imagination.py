@@ -39,7 +39,10 @@ def main() -> None:
         cfg.batch_size, cfg.batch_length)
     actor_critic, world_model = agent.actor_critic, agent.world_model
     compiled = actor_critic.sample_action
-    steps = {"eager": getattr(compiled, "_torchdynamo_orig_callable", compiled), "compiled": compiled}
+    if not hasattr(compiled, "_torchdynamo_orig_callable"):
+        raise SystemExit("error: the actor step was not compiled (compile=true needs a C++ compiler and "
+                         "Python's headers on CPU); nothing to compare")
+    steps = {"eager": compiled._torchdynamo_orig_callable, "compiled": compiled}
     for _ in range(3):  # compiles, and warms both
         agent.train_step(batch, start)
     with torch.no_grad(), agent.autocast():
