@@ -105,8 +105,9 @@ def compile_hot_paths(agent: "Agent", cuda_graphs: bool = False) -> None:
     normalisation + activation tails of the layers outside them.
 
     The posterior and imagination steps (and imagination's actor step) run T and H times
-    per update with identical shapes, so one compiled graph each is reused; the loops themselves stay in Python,
-    which keeps compile time to seconds instead of unrolling whole sequences.
+    per update with identical shapes, so one compiled graph each is reused; the loops
+    themselves stay in Python, which keeps compile time to seconds instead of unrolling
+    whole sequences.
 
     ``cuda_graphs``: the update uses second compilations of the two steps that replay
     CUDA graphs (one kernel launch per step instead of dozens); acting and reports keep

@@ -89,7 +89,8 @@ class Adam(GatedOptimizer):
 
     @torch.no_grad()
     def step(self, closure=None, *, apply: torch.Tensor, lr: Callable[[torch.Tensor], torch.Tensor]) -> None:
-        for params, grads, means, squares, group, count in self._groups(apply, ("exp_avg", "exp_avg_sq")):  # torch's names
+        moments = ("exp_avg", "exp_avg_sq")  # torch.optim.Adam's names
+        for params, grads, means, squares, group, count in self._groups(apply, moments):
             beta1, beta2 = group["betas"]
             torch._foreach_mul_(means, torch.pow(beta1, apply))
             torch._foreach_add_(means, grads, alpha=1 - beta1)
