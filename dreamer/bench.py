@@ -35,6 +35,15 @@ from dreamer.runner import build_agent, keep_freed_memory, replay_spaces, resolv
 log = logging.getLogger(__name__)
 
 
+def env_spaces(cfg: DictConfig) -> tuple[dict, object]:
+    """The observation and action spaces of the configured environment (built, then closed)."""
+    env = hydra.utils.instantiate(cfg.env, _convert_="all")(seed=cfg.seed)
+    try:
+        return env.obs_space, env.action_space
+    finally:
+        env.close()
+
+
 def synthetic_replay(cfg: DictConfig, obs_space: dict, action_space, seed: int) -> Replay:
     """A replay filled with random data of the environment's shapes."""
     model = cfg.model.world_model
@@ -115,9 +124,7 @@ def bench_variant(cfg: DictConfig, variant: str, peak: float) -> dict:
     if device.type == "cuda":  # each variant's own peak, not the process's so far
         gc.collect()  # the previous variant's agent may sit in reference cycles
         torch.cuda.reset_peak_memory_stats(device)
-    env = hydra.utils.instantiate(cfg.env, _convert_="all")(seed=cfg.seed)
-    obs_space, action_space = env.obs_space, env.action_space
-    env.close()
+    obs_space, action_space = env_spaces(cfg)
     agent = build_agent(cfg, obs_space, action_space, device)
     replay = synthetic_replay(cfg, obs_space, action_space, cfg.seed)
 

@@ -13,11 +13,10 @@ import argparse
 import statistics
 import time
 
-import hydra
 import torch
 from hydra import compose, initialize_config_dir
 
-from dreamer.bench import synthetic_replay
+from dreamer.bench import env_spaces, synthetic_replay
 from dreamer.config import CONF_DIR
 from dreamer.runner import build_agent, seed_everything
 
@@ -32,11 +31,9 @@ def main() -> None:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=[*args.overrides, "compile=true"])
     seed_everything(cfg.seed)
-    env = hydra.utils.instantiate(cfg.env, _convert_="all")(seed=cfg.seed)  # as dreamer.bench builds it
-    env.close()
-    agent = build_agent(cfg, env.obs_space, env.action_space, torch.device("cpu"))
-    batch, start, _ = synthetic_replay(cfg, env.obs_space, env.action_space, cfg.seed).sample(
-        cfg.batch_size, cfg.batch_length)
+    obs_space, action_space = env_spaces(cfg)
+    agent = build_agent(cfg, obs_space, action_space, torch.device("cpu"))
+    batch, start, _ = synthetic_replay(cfg, obs_space, action_space, cfg.seed).sample(cfg.batch_size, cfg.batch_length)
     actor_critic, world_model = agent.actor_critic, agent.world_model
     compiled = actor_critic.sample_action
     if not hasattr(compiled, "_torchdynamo_orig_callable"):

@@ -13,10 +13,10 @@ import argparse
 import statistics
 import time
 
-import hydra
 import torch
 from hydra import compose, initialize_config_dir
 
+from dreamer.bench import env_spaces
 from dreamer.config import CONF_DIR
 from dreamer.runner import build_agent
 
@@ -32,9 +32,7 @@ def main() -> None:
         parser.error(f"--steps={args.steps}: needs more than the {WARMUP} untimed steps")
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=[*args.overrides, "compile=false"])
-    env = hydra.utils.instantiate(cfg.env, _convert_="all")(seed=cfg.seed)  # as dreamer.bench builds it
-    env.close()
-    agent = build_agent(cfg, env.obs_space, env.action_space, torch.device("cpu"))
+    agent = build_agent(cfg, *env_spaces(cfg), torch.device("cpu"))
     params = [p for p in agent.parameters() if p.requires_grad]
     times = []
     for _ in range(args.steps):
