@@ -7,6 +7,7 @@ import copy
 import torch
 from torch import nn
 
+from dreamer.accelerate import StepFunctions, eager_steps
 from dreamer.distributions import BoundedNormal, OneHotCategorical, TwoHot
 from dreamer.functional import ema_update_, lambda_returns, percentile_range, replay_lambda_returns, twohot_bins
 from dreamer.networks import MLP, autocast_input
@@ -22,23 +23,12 @@ class ReturnNormalizer(nn.Module):
         self.rate, self.low, self.high, self.limit = rate, low, high, limit
         self.register_buffer("low_value", torch.zeros(()))
         self.register_buffer("high_value", torch.zeros(()))
-        self.before_update: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @torch.no_grad()
     def update(self, returns: torch.Tensor) -> None:
-        self.before_update = self.low_value.clone(), self.high_value.clone()
         low, high = percentile_range(returns, self.low, self.high)
         self.low_value.lerp_(low, self.rate)
         self.high_value.lerp_(high, self.rate)
-
-    @torch.no_grad()
-    def keep(self, applied: torch.Tensor) -> None:
-        """Keep the last ``update`` where ``applied`` is 1; take it back where 0 (its
-        training update was withheld), without the host reading ``applied``."""
-        if self.before_update is not None:
-            for value, before in zip((self.low_value, self.high_value), self.before_update):
-                value.copy_(torch.where(applied > 0, value, before))
-            self.before_update = None
 
     def scale(self) -> torch.Tensor:
         return (self.high_value - self.low_value).clamp(min=self.limit)
@@ -87,35 +77,40 @@ class ActorCritic(nn.Module):
         return BoundedNormal(raw, self.min_std, self.max_std)
 
     def sample_action(self, features: torch.Tensor) -> torch.Tensor:
-        """An action sampled from the policy at ``features`` (imagination's per-step actor;
-        ``compile=true`` compiles it)."""
+        """An action sampled from the policy at ``features``: imagination's per-step actor."""
         return self.policy(features).sample()
 
     def value(self, features: torch.Tensor, slow: bool = False) -> TwoHot:
         return TwoHot((self.slow_critic if slow else self.critic)(features), self.bins)
 
     @torch.no_grad()
-    def imagine(self, world_model: WorldModel, start: Latent) -> tuple[torch.Tensor, torch.Tensor]:
-        """Roll H steps from ``start`` (N, ...) with the prior and the actor.
+    def imagine(self, start: Latent, steps: StepFunctions) -> tuple[torch.Tensor, torch.Tensor]:
+        """Roll H steps from ``start`` (N, ...) with the prior (``steps.prior``) and the
+        actor (``steps.action``).
 
         Returns features (N, H + 1, F) and the actions taken from them (N, H, A).
         """
         latent = start
         features, actions = [latent.features()], []
         for _ in range(self.horizon):
-            action = self.sample_action(features[-1])
-            latent = world_model.rssm.img_step(latent, action)
+            action = steps.action(features[-1])
+            latent = steps.prior(latent, action)
             actions.append(action)
             features.append(latent.features())
         return torch.stack(features, 1), torch.stack(actions, 1)
 
     def loss(
-        self, world_model: WorldModel, posterior: Latent, batch: dict[str, torch.Tensor]
+        self, world_model: WorldModel, posterior: Latent, batch: dict[str, torch.Tensor],
+        steps: StepFunctions | None = None,
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """Actor, critic and replay-value losses (unscaled) and metrics."""
+        """Actor, critic and replay-value losses (unscaled) and metrics.
+
+        ``steps``: the per-step functions imagination loops over (default: eager ones).
+        """
+        steps = steps or eager_steps(world_model.rssm, self)
         batch_size, length = batch["reward"].shape
         start = posterior.detach().reshape(batch_size * length)  # (N = B*T, ...)
-        features, actions = self.imagine(world_model, start)  # (N, H+1, F), (N, H, A)
+        features, actions = self.imagine(start, steps)  # (N, H+1, F), (N, H, A)
         features = autocast_input(features)  # five heads read them
         with torch.no_grad():
             rewards = world_model.reward(features).mean()  # (N, H+1)
@@ -159,11 +154,10 @@ class ActorCritic(nn.Module):
         return losses, metrics
 
     @torch.no_grad()
-    def after_update(self, applied: torch.Tensor) -> None:
-        """After an optimiser step (``applied`` 1) the slow critic follows the critic; after
-        a withheld one (0) it stays, and the loss's return-percentile update is taken back."""
-        ema_update_(list(self.slow_critic.parameters()), list(self.critic.parameters()), self.slow_fraction * applied)
-        self.return_normalizer.keep(applied)
+    def after_update(self) -> None:
+        """After an optimiser step the slow critic follows the critic (the agent takes it
+        back, with the return percentiles, when the step was withheld)."""
+        ema_update_(list(self.slow_critic.parameters()), list(self.critic.parameters()), self.slow_fraction)
 
     def train(self, mode: bool = True) -> "ActorCritic":
         super().train(mode)

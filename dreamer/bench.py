@@ -23,34 +23,25 @@ import hydra
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig
 from torch.utils.flop_counter import FlopCounterMode
 
-from dreamer.agent import AUTOCAST_DTYPES, matmul_peak, synchronize
+from dreamer.accelerate import AUTOCAST_DTYPES, keep_freed_memory, matmul_peak, synchronize
+from dreamer.agent import Agent
 from dreamer.config import CONF_DIR, ConfigError
+from dreamer.envs.base import ActionSpace
 from dreamer.replay import Replay
-from dreamer.rssm import Latent
-from dreamer.runner import build_agent, keep_freed_memory, replay_spaces, resolve_device, seed_everything
+from dreamer.setup import build_agent, build_replay, env_factory, env_spaces, resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
 
 
-def env_spaces(cfg: DictConfig) -> tuple[dict, object]:
-    """The observation and action spaces of the configured environment (built, then closed)."""
-    env = hydra.utils.instantiate(cfg.env, _convert_="all")(seed=cfg.seed)
-    try:
-        return env.obs_space, env.action_space
-    finally:
-        env.close()
-
-
-def synthetic_replay(cfg: DictConfig, obs_space: dict, action_space, seed: int) -> Replay:
-    """A replay filled with random data of the environment's shapes."""
-    model = cfg.model.world_model
-    rows = cfg.batch_length + 8
-    replay = Replay(rows, 1, replay_spaces(obs_space, action_space.size), model.deter, model.stoch, model.classes, seed)
+def synthetic_replay(agent: Agent, obs_space: dict, action_space: ActionSpace, length: int, seed: int) -> Replay:
+    """A replay of ``length + 8`` steps of random data of the environment's shapes."""
+    rows = length + 8
+    replay = build_replay(rows, 1, obs_space, action_space, agent, seed)
     rng = np.random.default_rng(seed)
-    latent = Latent(torch.zeros(1, model.deter), torch.zeros(1, model.stoch, model.classes))
+    latent = agent.initial_state(1).to("cpu")
     for row in range(rows):
         step = {key: rng.integers(0, 256, (1, *shape), dtype=np.uint8) if len(shape) == 3
                 else rng.standard_normal((1, *shape)).astype(np.float32) for key, shape in obs_space.items()}
@@ -86,11 +77,11 @@ class Timer:
 def phase_shares(agent, batch, start, device) -> dict[str, float]:
     """Fraction of one update spent in world model, imagination + actor-critic, backward, optimiser."""
     timer = Timer(device)
-    with agent.autocast(), agent.update_steps():
+    with agent.accelerator.update() as steps:
         with timer("world_model"):
-            wm_losses, posterior, _ = agent.world_model.loss(batch, start)
+            wm_losses, posterior, _ = agent.world_model.loss(batch, start, steps)
         with timer("imagination"):
-            ac_losses, _ = agent.actor_critic.loss(agent.world_model, posterior, batch)
+            ac_losses, _ = agent.actor_critic.loss(agent.world_model, posterior, batch, steps)
     total = sum(agent.loss_scales[k] * v for k, v in {**wm_losses, **ac_losses}.items())
     agent.optimizer.zero_grad()
     with timer("backward"):
@@ -116,17 +107,17 @@ def profile_update(agent, batch, start, path: Path, rows: int = 40) -> None:
     log.info("profile of one update (%s):\n%s", path, text)
 
 
-def bench_variant(cfg: DictConfig, variant: str, peak: float) -> dict:
-    with open_dict(cfg):
-        cfg.rep_variant = OmegaConf.load(CONF_DIR / "rep_variant" / f"{variant}.yaml")
+def bench_variant(cfg: DictConfig, variant: str, model_name: str, peak: float) -> dict:
+    """Time the update of ``rep_variant=variant`` (composed with the command line's overrides)."""
+    cfg = hydra.compose("bench", overrides=[*HydraConfig.get().overrides.task, f"rep_variant={variant}"])
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     if device.type == "cuda":  # each variant's own peak, not the process's so far
         gc.collect()  # the previous variant's agent may sit in reference cycles
         torch.cuda.reset_peak_memory_stats(device)
-    obs_space, action_space = env_spaces(cfg)
+    obs_space, action_space = env_spaces(env_factory(cfg), cfg.seed)
     agent = build_agent(cfg, obs_space, action_space, device)
-    replay = synthetic_replay(cfg, obs_space, action_space, cfg.seed)
+    replay = synthetic_replay(agent, obs_space, action_space, cfg.batch_length, cfg.seed)
 
     def sample():
         batch, start, _ = replay.sample(cfg.batch_size, cfg.batch_length, device)
@@ -169,11 +160,11 @@ def bench_variant(cfg: DictConfig, variant: str, peak: float) -> dict:
         memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB, whole process
     return {
         "variant": variant,
-        "model": cfg.bench.model_name,
+        "model": model_name,
         "precision": cfg.precision,
         "compile": bool(cfg.compile),
         "channels_last": bool(cfg.channels_last),
-        "cuda_graphs": agent.graphed_steps is not None,
+        "cuda_graphs": agent.accelerator.graphed is not None,
         "device": str(device),
         "batch": [cfg.batch_size, cfg.batch_length],
         "update_seconds_median": median,
@@ -215,8 +206,7 @@ def table(rows: list[dict]) -> str:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="bench", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    with open_dict(cfg):
-        cfg.bench.model_name = HydraConfig.get().runtime.choices.get("model", "?")
+    model_name = HydraConfig.get().runtime.choices.get("model", "?")
     if cfg.keep_freed_memory:
         keep_freed_memory()
     # The peak is measured once, before any model exists, so every row shares it.
@@ -224,7 +214,7 @@ def main(cfg: DictConfig) -> None:
     peak = matmul_peak(resolve_device(cfg.device), dtype, repeats=10)
     log.info("matmul peak (%s): %.1f GFLOP/s", cfg.precision, peak / 1e9)
     try:
-        rows = [bench_variant(cfg.copy(), variant, peak) for variant in cfg.bench.variants]
+        rows = [bench_variant(cfg, variant, model_name, peak) for variant in cfg.bench.variants]
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -1,15 +1,25 @@
-"""Configuration checks run before anything starts: one clear line per mistake."""
+"""The configuration schema: the type and valid range of every setting, and the few rules
+that relate two settings.
+
+The values live in ``conf/``; Hydra merges them onto the dataclasses below, so a wrong
+type or an unknown key fails while composing, with the key named.  :func:`check` adds the
+ranges (declared next to each field) and the cross-field rules, each as one line.
+This module builds nothing: it imports neither the agent nor the environments.
+"""
 
 from __future__ import annotations
 
-import itertools
+import dataclasses
+import typing
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Optional
 
-import gymnasium
-from omegaconf import DictConfig, OmegaConf
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-GROUPS = ("model", "rep_variant", "env", "optimizer")
+PRECISIONS = ("fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -17,48 +27,134 @@ class ConfigError(ValueError):
     """A configuration value that cannot work; the message names it and what is valid."""
 
 
-def group_options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml") if not p.stem.startswith("_"))
+def above(minimum: float, default: Any = MISSING) -> Any:
+    """A field whose value must be a number > ``minimum``."""
+    return field(default=default, metadata={"above": minimum})
 
 
-def check_group_choice(group: str, choice: str) -> None:
-    options = group_options(group)
-    if choice not in options:
-        raise ConfigError(f"{group}={choice} is not a known option; choose one of: {', '.join(options)}")
+def at_least(minimum: float, default: Any = MISSING) -> Any:
+    """A field whose value must be a number >= ``minimum`` (or null, where the type allows)."""
+    return field(default=default, metadata={"at_least": minimum})
 
 
-def _positive(cfg: DictConfig, key: str, minimum: float, strict: bool = True) -> None:
-    value = OmegaConf.select(cfg, key)
-    bad = value is None or not isinstance(value, (int, float)) or (value <= minimum if strict else value < minimum)
-    if bad:
-        relation = ">" if strict else ">="
-        raise ConfigError(f"{key}={value} is invalid; it must be a number {relation} {minimum}")
+@dataclass
+class ModelConfig:
+    """``conf/model/``: sizes shared by the world model and the actor-critic."""
+
+    deter: int = above(0)
+    hidden: int = above(0)
+    stoch: int = above(0)
+    classes: int = above(0)
+    blocks: int = above(0)
+    depth: int = above(0)
+    units: int = above(0)
+    layers: int = at_least(0)
+    cnn_mults: list[int] = MISSING  # channel multipliers of the CNN stages; each halves the image
+    cnn_keys: str = MISSING  # regex over image observation keys
+    mlp_keys: str = MISSING  # regex over vector observation keys
+    world_model: Any = MISSING  # dreamer.world_model.WorldModel arguments
+    actor_critic: Any = MISSING  # dreamer.actor_critic.ActorCritic arguments
 
 
-def validate(cfg: DictConfig) -> None:
-    """Raise :class:`ConfigError` for impossible numbers, unknown devices, envs or image sizes."""
-    _positive(cfg, "steps", 0)
-    _positive(cfg, "train_ratio", 0)
-    _positive(cfg, "batch_size", 0)
-    _positive(cfg, "batch_length", 2, strict=False)
-    _positive(cfg, "env_num", 0)
-    _positive(cfg, "eval_episodes", 0)
-    _positive(cfg, "eval_every", 0, strict=False)
-    _positive(cfg, "replay.capacity", 0)
-    if cfg.replay.capacity // cfg.env_num < cfg.batch_length + 1:
-        raise ConfigError(
-            f"replay.capacity={cfg.replay.capacity} is too small: it must hold batch_length + 1 = "
-            f"{cfg.batch_length + 1} steps for each of env_num={cfg.env_num} environments"
-        )
-    from dreamer.agent import PRECISIONS
+@dataclass
+class CheckpointConfig:
+    every: int = at_least(0)
+    keep: int = at_least(0)
 
+
+@dataclass
+class NonfiniteConfig:
+    max_in_row: int = above(0)
+
+
+@dataclass
+class DebugConfig:
+    inject_nan: Optional[str] = None
+    env_error_at_step: Optional[int] = at_least(0, None)
+
+
+@dataclass
+class ReplayConfig:
+    capacity: int = above(0)
+
+
+@dataclass
+class LoggerConfig:
+    wandb: bool = MISSING
+    project: str = MISSING
+
+
+@dataclass
+class Config:
+    """The training configuration (``conf/config.yaml`` holds the values and says what each does)."""
+
+    model: ModelConfig = MISSING
+    rep_variant: Any = MISSING  # a RepresentationObjective's arguments
+    env: Any = MISSING  # an Env's arguments; each suite has its own
+    optimizer: Any = MISSING  # a dreamer.optim.Optimizer's arguments
+    steps: int = above(0)
+    seed: int = at_least(0)
+    device: str = MISSING
+    train_ratio: float = above(0)
+    train_start: int = at_least(0)
+    env_num: int = above(0)
+    env_workers: bool = MISSING
+    batch_size: int = above(0)
+    batch_length: int = at_least(2)
+    eval_every: int = at_least(0)
+    eval_episodes: int = above(0)
+    log_every: int = above(0)
+    progress: bool = MISSING
+    precision: str = MISSING
+    compile: bool = MISSING
+    channels_last: bool = MISSING
+    cuda_graphs: bool = MISSING
+    deterministic: bool = MISSING
+    keep_freed_memory: bool = MISSING
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    nonfinite: NonfiniteConfig = field(default_factory=NonfiniteConfig)
+    debug: DebugConfig = field(default_factory=DebugConfig)
+    resume: Optional[str] = None
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+
+
+@dataclass
+class BenchSettings:
+    variants: list[str] = MISSING
+    warmup: int = at_least(0)
+    updates: int = above(0)
+    profile: bool = MISSING
+
+
+@dataclass
+class BenchConfig(Config):
+    """``python -m dreamer.bench``: the training configuration and what the benchmark times."""
+
+    bench: BenchSettings = field(default_factory=BenchSettings)
+
+
+ConfigStore.instance().store(name="schema", node=Config)
+ConfigStore.instance().store(name="bench_schema", node=BenchConfig)
+
+
+def _check_ranges(node: DictConfig, schema: type, prefix: str = "") -> None:
+    hints = typing.get_type_hints(schema)
+    for spec in dataclasses.fields(schema):
+        key, value = f"{prefix}{spec.name}", node[spec.name]
+        if dataclasses.is_dataclass(hints[spec.name]):
+            _check_ranges(value, hints[spec.name], f"{key}.")
+        elif "above" in spec.metadata and not value > spec.metadata["above"]:
+            raise ConfigError(f"{key}={value} is invalid; it must be a number > {spec.metadata['above']}")
+        elif "at_least" in spec.metadata and value is not None and not value >= spec.metadata["at_least"]:
+            raise ConfigError(f"{key}={value} is invalid; it must be a number >= {spec.metadata['at_least']}")
+
+
+def check(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigError` for a value out of its range or two values that cannot go together."""
+    _check_ranges(cfg, BenchConfig if "bench" in cfg else Config)
     if cfg.precision not in PRECISIONS:
         raise ConfigError(f"precision={cfg.precision} is not one of {', '.join(PRECISIONS)}")
-    for key in ("compile", "channels_last", "cuda_graphs", "deterministic"):
-        if not isinstance(cfg.get(key, False), bool):
-            raise ConfigError(f"{key}={cfg.get(key)} is invalid; it must be true or false")
-    if cfg.get("cuda_graphs", False) and not cfg.compile:
-        raise ConfigError("cuda_graphs=true replays the compiled RSSM steps; it needs compile=true")
     if cfg.device not in DEVICES and not str(cfg.device).startswith("cuda:"):
         raise ConfigError(f"device={cfg.device} is not one of {', '.join(DEVICES)} (or cuda:N)")
     if str(cfg.device).startswith("cuda"):
@@ -66,65 +162,17 @@ def validate(cfg: DictConfig) -> None:
 
         if not torch.cuda.is_available():
             raise ConfigError(f"device={cfg.device} but no CUDA device is available; use device=cpu or device=auto")
-    error_at = cfg.debug.get("env_error_at_step")
-    if error_at is not None and (type(error_at) is not int or error_at < 0):
-        raise ConfigError(f"debug.env_error_at_step={error_at} is invalid; it must be null or a whole number >= 0")
-    _validate_env(cfg)
-    _validate_image_size(cfg)
-    _validate_obs_keys(cfg)
-
-
-def _validate_env(cfg: DictConfig) -> None:
-    target = cfg.env.get("_target_", "")
-    if target.endswith("GymEnv"):
-        env_id = cfg.env.id
-        if env_id not in gymnasium.registry:
-            close = [name for name in gymnasium.registry if env_id.lower().split("-")[0] in name.lower()][:5]
-            hint = f"; similar: {', '.join(close)}" if close else "; see gymnasium.registry for the ids"
-            raise ConfigError(f"env.id={env_id} is not a registered gymnasium environment{hint}")
-        from dreamer.envs.gym import OBS_CHOICES
-
-        if cfg.env.obs not in OBS_CHOICES:
-            raise ConfigError(f"env.obs={cfg.env.obs} is not one of {', '.join(OBS_CHOICES)}")
-
-
-def _validate_image_size(cfg: DictConfig) -> None:
+    if cfg.cuda_graphs and not cfg.compile:
+        raise ConfigError("cuda_graphs=true replays the compiled RSSM steps; it needs compile=true")
+    if cfg.replay.capacity // cfg.env_num < cfg.batch_length + 1:
+        raise ConfigError(
+            f"replay.capacity={cfg.replay.capacity} is too small: it must hold batch_length + 1 = "
+            f"{cfg.batch_length + 1} steps for each of env_num={cfg.env_num} environments"
+        )
     size = cfg.env.get("size")
-    if size is None:
-        return
-    stride = 2 ** len(cfg.model.get("cnn_mults", [2, 3, 4, 4]))
-    if any(int(side) % stride or int(side) <= 0 for side in size):
+    stride = 2 ** len(cfg.model.cnn_mults)
+    if size is not None and any(int(side) % stride or int(side) <= 0 for side in size):
         raise ConfigError(
             f"env.size={list(size)} is invalid: both sides must be positive multiples of the encoder's stride {stride}"
         )
 
-
-def _validate_obs_keys(cfg: DictConfig) -> None:
-    import hydra
-
-    from dreamer.networks import encoder_keys
-
-    from dreamer.envs.base import EnvSetupError
-
-    try:
-        env = hydra.utils.instantiate(cfg.env, _convert_="all")(seed=0)
-    except EnvSetupError as error:  # unknown task, missing package or GL library
-        raise ConfigError(str(error)) from None
-    try:
-        encoder_keys(env.obs_space, cfg.model.cnn_keys, cfg.model.mlp_keys)
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
-    finally:
-        env.close()
-
-
-def override_choices(overrides: list[str]) -> list[list[str]]:
-    """Every single-run override list a (possibly comma-swept) command line expands to."""
-    options = []
-    for override in overrides:
-        key, _, value = override.partition("=")
-        if "," in value and not value.startswith(("[", "{", "'", '"')):
-            options.append([f"{key}={part}" for part in value.split(",")])
-        else:
-            options.append([override])
-    return [list(combo) for combo in itertools.islice(itertools.product(*options), 256)]

@@ -1,10 +1,10 @@
 """``python -m dreamer.evaluate checkpoint=<path> episodes=10``: score a saved agent.
 
-Runs the actor's mode for ``episodes`` episodes in the environment the checkpoint was
-trained on, prints the mean and spread of the return (and the mean of each ``log_<name>``
-metric the env reports, such as Meta-World's success or Crafter's achievements), writes
-``evaluation.json`` and a GIF of the first episode next to the checkpoint (or to
-``out=<dir>``).
+Runs the actor's mode for ``episodes`` episodes (one environment each, seeds ``seed``,
+``seed + 1``, ...) in the environment the checkpoint was trained on, prints the mean and
+spread of the return (and the mean of each ``log_<name>`` metric the env reports, such as
+Meta-World's success or Crafter's achievements), writes ``evaluation.json`` and a GIF of
+the first episode next to the checkpoint (or to ``out=<dir>``).
 """
 
 from __future__ import annotations
@@ -15,14 +15,16 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import hydra
 import imageio.v2 as imageio
 import numpy as np
 import torch
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from dreamer.runner import build_agent, pop_log_keys, resolve_device, seed_everything
+from dreamer.config import Config
+from dreamer.envs import EnvBatch
+from dreamer.evaluation import evaluate
+from dreamer.setup import build_agent, env_factory, env_spaces, resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -49,45 +51,19 @@ def parse(arguments: list[str]) -> EvaluateConfig:
 
 
 def load(path: Path, device: torch.device):
-    """The checkpoint's agent (in eval mode) and the config it was trained with."""
+    """The checkpoint's agent (in eval mode), the environment factory it was trained with,
+    its step and the checkpoint's path."""
     if path.is_dir():
         path = path / "checkpoint.pt"
     if not path.exists():
         raise ValueError(f"checkpoint={path} does not exist; give a checkpoint.pt or a run directory holding one")
     saved = torch.load(path, map_location="cpu", weights_only=False)
-    cfg = OmegaConf.create(saved["config"])
-    cfg.compile = False  # one env, a few episodes: compiling would cost more than it saves
-    make_env = hydra.utils.instantiate(cfg.env, _convert_="all")
-    probe = make_env(seed=0)
-    agent = build_agent(cfg, probe.obs_space, probe.action_space, device)
-    probe.close()
+    cfg = OmegaConf.merge(OmegaConf.structured(Config), saved["config"])
+    cfg.compile = cfg.cuda_graphs = False  # one batch of episodes: compiling would cost more than it saves
+    make_env = env_factory(cfg)
+    agent = build_agent(cfg, *env_spaces(make_env), device)
     agent.load_state_dict(saved["agent"])
     return agent.eval(), make_env, saved["step"], path
-
-
-@torch.no_grad()
-def run_episode(agent, env, record: bool) -> tuple[float, int, list[np.ndarray], dict[str, float]]:
-    """Return, length, frames (if ``record``) and, for each ``log_<name>`` the env reports
-    (Crafter achievements, Meta-World success), its maximum over the episode."""
-    obs = env.reset()
-    logs = {name: float(value) for name, value in pop_log_keys(obs).items()}
-    latent = agent.initial_state(1)
-    action = np.zeros((1, env.action_space.size), np.float32)
-    total, length, frames = 0.0, 0, []
-    while True:
-        if record:
-            frames.append(obs["image"] if "image" in obs else env.render())
-        batch = {key: np.asarray(value)[None] for key, value in obs.items()}
-        action, latent = agent.act({**batch, "action": action}, latent, explore=False)
-        obs = env.step(action[0])
-        for name, value in pop_log_keys(obs).items():
-            logs[name] = max(logs.get(name, -np.inf), float(value))
-        total += float(obs["reward"])
-        length += 1
-        if obs["is_last"]:
-            if record:
-                frames.append(obs["image"] if "image" in obs else env.render())
-            return total, length, frames, logs
 
 
 def main(arguments: list[str] | None = None) -> int:
@@ -106,19 +82,22 @@ def main(arguments: list[str] | None = None) -> int:
     seed_everything(cfg.seed)
     out = Path(cfg.out) if cfg.out else path.parent
     out.mkdir(parents=True, exist_ok=True)
-    returns, lengths, logs = [], [], {}
-    for episode in range(cfg.episodes):
-        env = make_env(seed=cfg.seed + episode, **({"render": True} if cfg.video and episode == 0 else {}))
-        total, length, frames, episode_logs = run_episode(agent, env, record=cfg.video and episode == 0)
-        env.close()
-        returns.append(total)
-        lengths.append(length)
-        for name, value in episode_logs.items():
-            logs.setdefault(name, []).append(value)
-        if frames:
-            video = out / "evaluation_episode0.gif"
-            imageio.mimsave(video, frames, duration=1000 / cfg.fps, loop=0)
-            log.info("video of the first episode: %s", video)
+
+    def make(index: int):
+        render = {"render": True} if cfg.video and index == 0 else {}
+        return make_env(seed=cfg.seed + index, **render)
+
+    envs = EnvBatch(make, cfg.episodes)
+    try:
+        results, frames = evaluate(agent, envs, record=cfg.video)
+    finally:
+        envs.close()
+    if frames:
+        video = out / "evaluation_episode0.gif"
+        imageio.mimsave(video, frames, duration=1000 / cfg.fps, loop=0)
+        log.info("video of the first episode: %s", video)
+    returns, lengths = results.pop("return").tolist(), results.pop("length").tolist()
+    logs = {name: values.tolist() for name, values in results.items()}
     result = {
         "checkpoint": str(path), "step": step, "episodes": cfg.episodes,
         "return_mean": float(np.mean(returns)), "return_std": float(np.std(returns)),

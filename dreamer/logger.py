@@ -7,6 +7,8 @@ import logging
 import math
 from pathlib import Path
 
+import torch
+
 log = logging.getLogger(__name__)
 
 
@@ -19,18 +21,25 @@ class Sink:
 
 
 class JSONLSink(Sink):
-    """One JSON object per line with ``step`` and the metrics, flushed every write."""
+    """One JSON object per line with ``step`` and the metrics, flushed every write.
+
+    The file is opened at the first write, so a resume can first drop the rows it redoes.
+    """
 
     def __init__(self, path: str | Path):
-        self.file = open(path, "a", encoding="utf-8")
+        self.path = Path(path)
+        self.file = None
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
+        if self.file is None:
+            self.file = open(self.path, "a", encoding="utf-8")
         record = {"step": step, **{k: (v if math.isfinite(v) else str(v)) for k, v in metrics.items()}}
         self.file.write(json.dumps(record) + "\n")
         self.file.flush()
 
     def close(self) -> None:
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
 
 
 class TerminalSink(Sink):
@@ -103,3 +112,21 @@ class Mean:
         self.sums.clear()
         self.counts.clear()
         return out
+
+
+def to_floats(metrics: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Scalar metric tensors as floats, in one transfer from the device."""
+    if not metrics:
+        return {}
+    values = torch.stack([value.detach().float() for value in metrics.values()]).tolist()
+    return dict(zip(metrics, values))
+
+
+def save_image_grid(path: Path, grid: torch.Tensor) -> None:
+    """Write (B, rows, T, H, W, C) images in [0, 1] as one PNG: sequences stacked, time across."""
+    from PIL import Image
+
+    batch, rows, length, height, width, channels = grid.shape
+    image = grid.permute(0, 1, 3, 2, 4, 5).reshape(batch * rows * height, length * width, channels)
+    pixels = (image.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels).save(path)

@@ -44,8 +44,8 @@ def autocast_input(x: torch.Tensor) -> torch.Tensor:
 class NormedLinear(nn.Sequential):
     """Linear, RMSNorm, SiLU: the hidden layer used everywhere in DreamerV3.
 
-    ``norm_silu`` computes the last two; ``compile=true`` swaps in a compiled version
-    that makes one pass over the activations instead of several eager ones.
+    ``norm_silu`` computes the last two; ``dreamer.accelerate.compile_layer_tails`` sets a
+    compiled version that makes one pass over the activations instead of several eager ones.
     """
 
     def __init__(self, in_size: int, out_size: int):
@@ -113,33 +113,16 @@ class BlockSharedLinear(nn.Module):
     (own/G + S, G, out/G) so that its shared rows are a plain (S, out) matrix.
     """
 
-    _version = 2  # state-dict version 1: the weight stored (G, own/G + S, out/G), as in BlockLinear
-
     def __init__(self, own_size: int, shared_size: int, out_size: int, blocks: int):
         super().__init__()
         if own_size % blocks or out_size % blocks:
             raise ValueError(f"BlockSharedLinear sizes {own_size}->{out_size} must divide into {blocks} blocks")
         self.blocks, self.own = blocks, own_size // blocks
         bound = block_diagonal_init_bound(self.own + shared_size)
-        # Drawn in BlockLinear's order, so a seed gives the same initial map as that layout.
+        # Drawn in BlockLinear's (G, own/G + S, out/G) order, so a seed gives the same map as BlockLinear.
         weight = torch.empty(blocks, self.own + shared_size, out_size // blocks).uniform_(-bound, bound)
-        self.weight = nn.Parameter(self.upgrade_weight(weight))
+        self.weight = nn.Parameter(weight.transpose(0, 1).contiguous())
         self.bias = nn.Parameter(torch.zeros(out_size))
-
-    @staticmethod
-    def saved_as_version_1(local_metadata: dict) -> bool:
-        """Whether this layer's state-dict metadata marks the old (BlockLinear) layout."""
-        return local_metadata.get("version") == 1
-
-    @staticmethod
-    def upgrade_weight(weight: torch.Tensor) -> torch.Tensor:
-        """A version-1 weight (or optimiser moment of it) in this layer's layout."""
-        return weight.transpose(0, 1).contiguous()
-
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args, **kwargs):
-        if self.saved_as_version_1(local_metadata) and prefix + "weight" in state_dict:  # checkpoints of older code
-            state_dict[prefix + "weight"] = self.upgrade_weight(state_dict[prefix + "weight"])
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args, **kwargs)
 
     def forward(self, x: torch.Tensor, shared: torch.Tensor) -> torch.Tensor:
         own = torch.einsum("ngi,igo->ngo", x.reshape(*x.shape[:-1], self.blocks, self.own), self.weight[: self.own])
@@ -166,7 +149,7 @@ class ConvEncoder(nn.Module):
     channel RMSNorm, SiLU; flattened once the image is 4x4 or smaller.
     """
 
-    def __init__(self, image_shape: Sequence[int], depth: int, mults: Sequence[int] = (2, 3, 4, 4), kernel: int = 5):
+    def __init__(self, image_shape: Sequence[int], depth: int, mults: Sequence[int], kernel: int = 5):
         super().__init__()
         height, width, channels = image_shape
         stages = []
@@ -214,7 +197,7 @@ class MultiEncoder(nn.Module):
         depth: int,
         mlp_layers: int,
         mlp_units: int,
-        cnn_mults: Sequence[int] = (2, 3, 4, 4),
+        cnn_mults: Sequence[int],
         kernel: int = 5,
     ):
         super().__init__()
@@ -258,7 +241,7 @@ class ConvDecoder(nn.Module):
         image_shape: Sequence[int],
         depth: int,
         blocks: int,
-        mults: Sequence[int] = (2, 3, 4, 4),
+        mults: Sequence[int],
         kernel: int = 5,
     ):
         super().__init__()

@@ -21,17 +21,12 @@ def bias_correction(beta: float, count: torch.Tensor) -> torch.Tensor:
 
 
 class GatedOptimizer(torch.optim.Optimizer):
-    """Shared bookkeeping: one applied-update count per parameter group, on the device.
-
-    The count was a Python int in ``param_groups`` before it moved to the device; such
-    checkpoints load, and torch.optim.Adam's per-parameter counts are read the same way.
-    """
+    """Shared bookkeeping: one applied-update count per parameter group, on the device."""
 
     def _count(self, group: dict, params: list[torch.Tensor]) -> torch.Tensor:
-        count = group.get("step")
-        if count is None:  # torch.optim.Adam kept a count per parameter
-            count = max((float(self.state[p]["step"]) for p in params if "step" in self.state[p]), default=0.0)
-        group["step"] = torch.as_tensor(count, dtype=torch.float32, device=params[0].device)
+        """The group's count as a float32 tensor on the parameters' device (a loaded
+        checkpoint's count arrives on the CPU)."""
+        group["step"] = torch.as_tensor(group.get("step", 0.0), dtype=torch.float32, device=params[0].device)
         return group["step"]
 
     def _moments(self, params: list[torch.Tensor], names: tuple[str, str]) -> tuple[list, list]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -108,17 +109,25 @@ class RSSM(nn.Module):
         return Latent(deter, straight_through_sample(probs)), probs
 
     def observe(
-        self, start: Latent, actions: torch.Tensor, embeddings: torch.Tensor, is_first: torch.Tensor
+        self,
+        start: Latent,
+        actions: torch.Tensor,
+        embeddings: torch.Tensor,
+        is_first: torch.Tensor,
+        posterior_step: Callable | None = None,
     ) -> tuple[Latent, torch.Tensor]:
         """Posterior rollout over a (B, T) sequence.
 
-        ``actions[:, t]`` is the action that led to observation t.  Returns stacked
-        posterior latents (B, T, ...) and posterior probabilities (B, T, S, K).
+        ``actions[:, t]`` is the action that led to observation t.  ``posterior_step`` is
+        called once per step: :meth:`obs_step` by default, a compiled version of it when the
+        agent runs compiled (``dreamer.accelerate``).  Returns stacked posterior latents
+        (B, T, ...) and posterior probabilities (B, T, S, K).
         """
+        posterior_step = posterior_step or self.obs_step
         latent = start
         deters, stochs, probs = [], [], []
         for t in range(actions.shape[1]):
-            latent, step_probs = self.obs_step(latent, actions[:, t], embeddings[:, t], is_first[:, t])
+            latent, step_probs = posterior_step(latent, actions[:, t], embeddings[:, t], is_first[:, t])
             deters.append(latent.deter)
             stochs.append(latent.stoch)
             probs.append(step_probs)

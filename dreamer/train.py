@@ -11,29 +11,41 @@ Examples::
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from dreamer.config import CONF_DIR, GROUPS, ConfigError, check_group_choice, override_choices, validate
+from dreamer.config import CONF_DIR, ConfigError, check
 from dreamer.runner import NonFiniteLossError, Runner
+from dreamer.setup import build_training, check_buildable, prepare_process
 
 log = logging.getLogger(__name__)
 
+HELP_FLAGS = ("--help", "-h", "--cfg", "-c", "--info", "--hydra-help")
 
-@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
+
+@hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float:
-    run_dir = HydraConfig.get().runtime.output_dir
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    device = prepare_process(cfg)
+    runner = Runner(cfg, build_training(cfg, run_dir, device), run_dir)
     try:
-        result = Runner(cfg, run_dir).run()
+        runner.restore()
+        parameters = sum(p.numel() for p in runner.agent.parameters())
+        log.info("agent has %.2fM parameters on %s; run dir %s", parameters / 1e6, device, run_dir)
+        result = runner.run()
     except NonFiniteLossError as error:
         log.error("%s", error)
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
     except ConfigError as error:  # found only once the run starts, e.g. a checkpoint that does not fit
+        runner.close()
         log.error("%s", error)
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
@@ -41,26 +53,65 @@ def main(cfg: DictConfig) -> float:
     return result.get("eval/return", float("nan"))
 
 
+def one_line(error: Exception) -> str:
+    """A Hydra or OmegaConf error as one line that names the key."""
+    from hydra.errors import MissingConfigException
+    from omegaconf.errors import ValidationError
+
+    cause = error.__cause__ or error
+    if isinstance(cause, ValidationError) and getattr(cause, "full_key", None):
+        return f"{cause.full_key}={cause.value} is invalid: {str(cause.msg).strip().splitlines()[0]}"
+    missing = re.search(r"Could not find '([^']+)/([^'/]+)'", str(error))
+    if isinstance(error, MissingConfigException) and missing:
+        group, choice = missing.groups()
+        options = [line.strip() for line in str(error).split("Available options", 1)[-1].splitlines()[1:]
+                   if line.startswith("\t") and not line.strip().startswith("_")]
+        options = [option for option in options if "=" not in option]  # the search path follows
+        return f"{group}={choice} is not a known option; choose one of: {', '.join(options)}"
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    return " ".join(lines[:3])
+
+
+def sweep_jobs(overrides: list[str], multirun: bool, config_loader) -> list[list[str]]:
+    """The override list of every job the command line asks for, expanded by Hydra's own
+    parser (``a=1,2``, ``range(0,3)``, ``glob(*)``)."""
+    if not multirun:
+        return [overrides]
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create(config_loader=config_loader).parse_overrides(overrides)
+    return [job for batch in BasicSweeper.split_arguments(parsed, max_batch_size=None) for job in batch]
+
+
 def check_command_line(arguments: list[str]) -> None:
-    """Compose and validate every run the command line asks for, before Hydra creates
-    any output directory."""
+    """Compose and check every run the command line asks for, before Hydra creates any
+    output directory.  Environments are built once per distinct environment setting."""
     from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     overrides = [arg for arg in arguments if not arg.startswith("-") and "=" in arg]
-    for single in override_choices(overrides):
-        for override in single:
-            key, _, value = override.lstrip("+~").partition("=")
-            if key in GROUPS:
-                check_group_choice(key, value)
-        plain = [o for o in single if not o.startswith("hydra.") and not o.startswith("hydra/")]
+    multirun = any(arg in ("-m", "--multirun") for arg in arguments)
+    probed = set()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         try:
-            with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-                validate(compose("config", overrides=plain))
+            jobs = sweep_jobs(overrides, multirun, GlobalHydra.instance().config_loader())
         except (HydraException, OmegaConfBaseException) as error:
-            lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
-            raise ConfigError(" ".join(lines[:3])) from None
+            raise ConfigError(one_line(error)) from None
+        for job in jobs:
+            # Hydra's own settings are not composed here, except where configs are searched for.
+            plain = [o for o in job if not o.startswith(("hydra.", "hydra/")) or o.startswith("hydra.searchpath=")]
+            try:
+                cfg = compose("train", overrides=plain)
+                check(cfg)
+            except (HydraException, OmegaConfBaseException) as error:
+                raise ConfigError(one_line(error)) from None
+            environment = OmegaConf.to_yaml(cfg.env) + cfg.model.cnn_keys + "|" + cfg.model.mlp_keys
+            if environment not in probed:
+                check_buildable(cfg)
+                probed.add(environment)
 
 
 def resume_arguments(arguments: list[str]) -> list[str]:
@@ -83,16 +134,12 @@ def cli() -> None:
     arguments = sys.argv[1:]
     try:
         arguments = resume_arguments(arguments)
+        if not any(arg in HELP_FLAGS for arg in arguments):
+            check_command_line(arguments)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     sys.argv = [sys.argv[0], *arguments]
-    if not any(arg in ("--help", "-h", "--cfg", "-c", "--info", "--hydra-help") for arg in arguments):
-        try:
-            check_command_line(arguments)
-        except ConfigError as error:
-            print(f"error: {error}", file=sys.stderr)
-            sys.exit(2)
     main()
 
 

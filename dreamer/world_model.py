@@ -4,6 +4,7 @@ pluggable representation objective (spec 1 and 2)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -13,6 +14,9 @@ from dreamer.functional import kl_balance, twohot_bins
 from dreamer.networks import MLP, MultiEncoder
 from dreamer.representation.base import ObjectiveInputs, ObjectiveContext, RepresentationObjective
 from dreamer.rssm import RSSM, Latent
+
+if TYPE_CHECKING:
+    from dreamer.accelerate import StepFunctions
 
 
 class WorldModel(nn.Module):
@@ -32,6 +36,7 @@ class WorldModel(nn.Module):
         blocks: int,
         depth: int,
         units: int,
+        cnn_mults: Sequence[int],
         encoder_layers: int = 3,
         head_layers: int = 1,
         unimix: float = 0.01,
@@ -40,7 +45,7 @@ class WorldModel(nn.Module):
         loss_scales: dict[str, float] | None = None,
     ):
         super().__init__()
-        self.encoder = MultiEncoder(obs_space, cnn_keys, mlp_keys, depth, encoder_layers, units)
+        self.encoder = MultiEncoder(obs_space, cnn_keys, mlp_keys, depth, encoder_layers, units, cnn_mults)
         self.rssm = RSSM(self.encoder.out_size, action_size, deter, hidden, stoch, classes, blocks, unimix)
         feature_size = self.rssm.feature_size
         self.reward_head = MLP(feature_size, bins, head_layers, units, out_scale=0.0)
@@ -51,13 +56,15 @@ class WorldModel(nn.Module):
         context = ObjectiveContext(
             feature_size=feature_size,
             embed_size=self.encoder.out_size,
+            deter_size=deter,
             obs_space=dict(obs_space),
             cnn_keys=tuple(cnn_keys),
             mlp_keys=tuple(mlp_keys),
-            model=dict(
-                deter=deter, hidden=hidden, stoch=stoch, classes=classes, blocks=blocks,
-                depth=depth, units=units, layers=encoder_layers,
-            ),
+            depth=depth,
+            units=units,
+            layers=encoder_layers,
+            blocks=blocks,
+            cnn_mults=tuple(cnn_mults),
             encoder=self.encoder,
         )
         self.objective = representation(context)
@@ -70,12 +77,15 @@ class WorldModel(nn.Module):
         return Bernoulli(self.continue_head(features))
 
     def loss(
-        self, batch: dict[str, torch.Tensor], start: Latent
+        self, batch: dict[str, torch.Tensor], start: Latent, steps: StepFunctions | None = None
     ) -> tuple[dict[str, torch.Tensor], Latent, dict[str, torch.Tensor]]:
-        """Unscaled mean losses, the posterior latents (B, T, ...) and metrics."""
+        """Unscaled mean losses, the posterior latents (B, T, ...) and metrics.
+
+        ``steps``: the per-step functions to loop over (default: the RSSM's own methods).
+        """
         batch_size = batch["reward"].shape[0]
         batch, start = self.objective.prepare(batch, start)  # may add views: (B', T, ...)
-        inputs, posterior_probs = self.observe(batch, start)
+        inputs, posterior_probs = self.observe(batch, start, steps)
         posterior, features = inputs.posterior, inputs.features
         prior_probs = self.rssm.prior_probs(posterior.deter)  # (B, T, S, K)
         dyn, rep = kl_balance(posterior_probs, prior_probs, self.kl_free)  # (B, T) each
@@ -93,8 +103,12 @@ class WorldModel(nn.Module):
         first_view = Latent(posterior.deter[:batch_size], posterior.stoch[:batch_size])
         return losses, first_view, metrics
 
-    def observe(self, batch: dict[str, torch.Tensor], start: Latent) -> tuple[ObjectiveInputs, torch.Tensor]:
+    def observe(
+        self, batch: dict[str, torch.Tensor], start: Latent, steps: StepFunctions | None = None
+    ) -> tuple[ObjectiveInputs, torch.Tensor]:
         """Encode a (B, T) batch and roll the posterior; also returns its probs (B, T, S, K)."""
         embeddings = self.encoder(batch)  # (B, T, E)
-        posterior, posterior_probs = self.rssm.observe(start, batch["action"], embeddings, batch["is_first"])
-        return ObjectiveInputs(batch, embeddings, posterior.features(), posterior, start, self), posterior_probs
+        posterior_step, prior_step = (steps.posterior, steps.prior) if steps else (self.rssm.obs_step, self.rssm.img_step)
+        posterior, posterior_probs = self.rssm.observe(start, batch["action"], embeddings, batch["is_first"], posterior_step)
+        inputs = ObjectiveInputs(batch, embeddings, posterior.features(), posterior, start, prior_step)
+        return inputs, posterior_probs

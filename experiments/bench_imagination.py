@@ -16,9 +16,10 @@ import time
 import torch
 from hydra import compose, initialize_config_dir
 
-from dreamer.bench import env_spaces, synthetic_replay
+from dreamer.accelerate import StepFunctions
+from dreamer.bench import synthetic_replay
 from dreamer.config import CONF_DIR
-from dreamer.runner import build_agent, seed_everything
+from dreamer.setup import build_agent, env_factory, env_spaces, seed_everything
 
 
 def main() -> None:
@@ -29,29 +30,28 @@ def main() -> None:
     if args.rounds < 2:
         parser.error(f"--rounds={args.rounds}: needs at least 2 to give quartiles")
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=[*args.overrides, "compile=true"])
+        cfg = compose("train", overrides=[*args.overrides, "compile=true"])
     seed_everything(cfg.seed)
-    obs_space, action_space = env_spaces(cfg)
+    obs_space, action_space = env_spaces(env_factory(cfg), cfg.seed)
     agent = build_agent(cfg, obs_space, action_space, torch.device("cpu"))
-    batch, start, _ = synthetic_replay(cfg, obs_space, action_space, cfg.seed).sample(cfg.batch_size, cfg.batch_length)
-    actor_critic, world_model = agent.actor_critic, agent.world_model
-    compiled = actor_critic.sample_action
-    if not hasattr(compiled, "_torchdynamo_orig_callable"):
+    replay = synthetic_replay(agent, obs_space, action_space, cfg.batch_length, cfg.seed)
+    batch, start, _ = replay.sample(cfg.batch_size, cfg.batch_length)
+    compiled = agent.accelerator.acting
+    if not hasattr(compiled.action, "_torchdynamo_orig_callable"):
         raise SystemExit("error: the actor step was not compiled (compile=true needs a C++ compiler and "
                          "Python's headers on CPU); nothing to compare")
-    steps = {"eager": compiled._torchdynamo_orig_callable, "compiled": compiled}
+    eager_action = StepFunctions(compiled.posterior, compiled.prior, compiled.action._torchdynamo_orig_callable)
+    steps = {"eager": eager_action, "compiled": compiled}
     for _ in range(3):  # compiles, and warms both
         agent.train_step(batch, start)
-    with torch.no_grad(), agent.autocast():
-        starts = world_model.loss(batch, start)[1].reshape(-1)
+    with torch.no_grad(), agent.accelerator.update() as update_steps:
+        starts = agent.world_model.loss(batch, start, update_steps)[1].reshape(-1)
     times = {name: [] for name in steps}
     for _ in range(args.rounds):
-        for name, step in steps.items():
-            actor_critic.sample_action = step
+        for name, functions in steps.items():
             begin = time.perf_counter()
-            actor_critic.imagine(world_model, starts)
+            agent.actor_critic.imagine(starts, functions)
             times[name].append(time.perf_counter() - begin)
-    actor_critic.sample_action = compiled
     for name, seconds in times.items():
         low, _, high = statistics.quantiles(seconds, n=4)
         print(f"{name:9s} imagination median {1e3 * statistics.median(seconds):7.2f} ms "

@@ -16,9 +16,8 @@ import time
 import torch
 from hydra import compose, initialize_config_dir
 
-from dreamer.bench import env_spaces
 from dreamer.config import CONF_DIR
-from dreamer.runner import build_agent
+from dreamer.setup import build_agent, env_factory, env_spaces
 
 WARMUP = 3
 
@@ -31,8 +30,8 @@ def main() -> None:
     if args.steps <= WARMUP:
         parser.error(f"--steps={args.steps}: needs more than the {WARMUP} untimed steps")
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=[*args.overrides, "compile=false"])
-    agent = build_agent(cfg, *env_spaces(cfg), torch.device("cpu"))
+        cfg = compose("train", overrides=[*args.overrides, "compile=false"])
+    agent = build_agent(cfg, *env_spaces(env_factory(cfg)), torch.device("cpu"))
     params = [p for p in agent.parameters() if p.requires_grad]
     times = []
     for _ in range(args.steps):

@@ -16,11 +16,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
 from dreamer import runner
 from dreamer.config import CONF_DIR
+from dreamer.setup import build_training, prepare_process
 
 
 def timed(owner: object, name: str, label: str, times: dict[str, list[float]]) -> None:
@@ -39,9 +41,10 @@ def timed(owner: object, name: str, label: str, times: dict[str, list[float]]) -
 
 def main(overrides: list[str]) -> None:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=["steps=5000", "eval_every=0", "progress=false", "checkpoint.every=0",
-                                           *overrides])
-    loop = runner.Runner(cfg, tempfile.mkdtemp(prefix="profile_loop_"))
+        cfg = compose("train", overrides=["steps=5000", "eval_every=0", "progress=false", "checkpoint.every=0",
+                                          *overrides])
+    run_dir = Path(tempfile.mkdtemp(prefix="profile_loop_"))
+    loop = runner.Runner(cfg, build_training(cfg, run_dir, prepare_process(cfg)), run_dir)
     times: dict[str, list[float]] = {}
     parts = [
         (loop, "train_once", "training update, whole"),

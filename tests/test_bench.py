@@ -4,7 +4,7 @@ import json
 import sys
 from pathlib import Path
 
-from test_cli import run_cli
+from conftest import run_cli
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 import bench_modes  # noqa: E402

@@ -1,34 +1,10 @@
 """The real command line, end to end, with the tiny model and a few hundred steps."""
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-# compile=false: torch.compile's first calls cost seconds per shape; one test below keeps
-# the preset's compile=true so the compiled path runs end to end too.
-COMPILED = [
-    "model=tiny", "batch_size=4", "batch_length=16", "env_num=2", "eval_episodes=2",
-    "eval_every=200", "log_every=100", "train_ratio=32", "progress=false",
-]
-QUICK = [*COMPILED, "compile=false"]
-
-
-def run_cli(*overrides: str, module: str = "dreamer.train", timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "0"}
-    return subprocess.run(
-        [sys.executable, "-m", module, *overrides], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
-    )
-
-
-def read_metrics(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+from conftest import COMPILED, QUICK, read_metrics, run_cli
 
 
 def test_train_cli_writes_config_metrics_and_checkpoint(tmp_path):

@@ -294,7 +294,7 @@ def test_keep_freed_memory_reuses_large_blocks_without_page_faults():
     # the heap has settled, none when it keeps them, and the footprint stops growing.
     script = (
         "import resource, sys, torch\n"
-        "from dreamer.runner import keep_freed_memory\n"
+        "from dreamer.accelerate import keep_freed_memory\n"
         "from dreamer.replay import Replay\n"
         "if sys.argv[1] == 'keep': assert keep_freed_memory()\n"
         "faults = []\n"

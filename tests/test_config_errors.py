@@ -2,7 +2,7 @@
 
 import pytest
 
-from test_cli import run_cli
+from conftest import run_cli
 
 CASES = [
     ("model=huge", "model=huge is not a known option; choose one of:"),
@@ -12,12 +12,17 @@ CASES = [
     ("env.id=CartPol-v1", "env.id=CartPol-v1 is not a registered gymnasium environment; similar: CartPole-v0"),
     ("steps=0", "steps=0 is invalid; it must be a number > 0"),
     ("batch_length=1", "batch_length=1 is invalid; it must be a number >= 2"),
-    ("train_ratio=-1", "train_ratio=-1 is invalid; it must be a number > 0"),
+    ("train_ratio=-1", "train_ratio=-1.0 is invalid; it must be a number > 0"),
     ("env.obs=pixels env.size=[60,60]", "env.size=[60, 60] is invalid: both sides must be positive multiples of the encoder's stride 16"),
     ("model.mlp_keys=foo", "observation keys ['state'] match neither encoder"),
     ("device=tpu", "device=tpu is not one of auto, cpu, cuda"),
-    ("debug.env_error_at_step=soon", "debug.env_error_at_step=soon is invalid; it must be null or a whole number >= 0"),
-    ("cuda_graphs=yes", "cuda_graphs=yes is invalid; it must be true or false"),
+    ("debug.env_error_at_step=soon", "debug.env_error_at_step=soon is invalid: Value 'soon' of type 'str' could not be converted to Integer"),
+    ("debug.env_error_at_step=-3", "debug.env_error_at_step=-3 is invalid; it must be a number >= 0"),
+    ("cuda_graphs=maybe", "cuda_graphs=maybe is invalid: Value 'maybe' is not a valid bool"),
+    ("batch_size=1.5", "batch_size=1.5 is invalid: Value '1.5' of type 'float' could not be converted to Integer"),
+    ("log_every=abc", "log_every=abc is invalid: Value 'abc' of type 'str' could not be converted to Integer"),
+    ("seed=-1", "seed=-1 is invalid; it must be a number >= 0"),
+    ("model.deter=0", "model.deter=0 is invalid; it must be a number > 0"),
     ("compile=false cuda_graphs=true", "cuda_graphs=true replays the compiled RSSM steps; it needs compile=true"),
     ("nosuchkey=3", "Could not override 'nosuchkey'"),
 ]
@@ -37,4 +42,10 @@ def test_bad_config_one_line_exit_2_and_no_output(tmp_path, overrides, message):
 def test_bad_value_inside_a_sweep_is_caught_before_any_job(tmp_path):
     result = run_cli("-m", "rep_variant=r2dreamer,bogus", f"hydra.sweep.dir={tmp_path / 'sweep'}")
     assert result.returncode == 2 and "rep_variant=bogus" in result.stderr
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_sweep_expanded_by_hydras_own_parser_is_checked_before_any_job(tmp_path):
+    result = run_cli("-m", "seed=range(-1,1)", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert result.returncode == 2 and "seed=-1 is invalid" in result.stderr
     assert not (tmp_path / "sweep").exists()

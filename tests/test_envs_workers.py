@@ -9,7 +9,7 @@ import pytest
 from dreamer.envs.base import ActionSpace, Env, transition
 from dreamer.envs.batch import EnvBatch, seeded
 from dreamer.envs.worker import RESTART_SEED_STRIDE
-from dreamer.runner import pop_log_keys
+from dreamer.envs.base import pop_log_keys
 
 
 class CountingEnv(Env):

@@ -2,13 +2,12 @@
 
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
 
-from dreamer.config import CONF_DIR
+from conftest import compose_config
 from dreamer.envs import EnvBatch
 from dreamer.envs.base import ActionSpace, Env, transition
-from dreamer.evaluate import run_episode
-from dreamer.runner import build_agent, evaluate
+from dreamer.evaluation import evaluate
+from dreamer.setup import build_agent
 
 
 class Scripted(Env):
@@ -37,24 +36,29 @@ class Scripted(Env):
         return self._obs(1.0, False, self.t == self.length)
 
 
-def test_evaluate_reports_return_and_episode_maximum_of_log_keys():
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=["compile=false"])
+def test_evaluate_reports_return_length_and_episode_maximum_of_log_keys():
+    cfg = compose_config("compile=false")
     settings = [(3, 2), (5, None), (2, 1)]  # (length, step of success)
     envs = EnvBatch(lambda index: Scripted(*settings[index]), len(settings))
     agent = build_agent(cfg, envs.obs_space, envs.action_space, torch.device("cpu"))
-    results = evaluate(agent, envs)
+    results, frames = evaluate(agent, envs)
     assert results["return"].tolist() == [3.0, 5.0, 2.0]
+    assert results["length"].tolist() == [3, 5, 2]
     assert results["success"].tolist() == [1.0, 0.0, 1.0]
+    assert frames == []
 
 
-def test_evaluate_command_episode_reports_the_maximum_of_log_keys():
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=["compile=false"])
-    env = Scripted(4, success_at=2)
-    agent = build_agent(cfg, env.obs_space, env.action_space, torch.device("cpu"))
-    total, length, frames, logs = run_episode(agent, env, record=False)
-    assert (total, length, frames) == (4.0, 4, [])
-    assert logs == {"success": 1.0}
-    _, _, _, logs = run_episode(agent, Scripted(3, success_at=None), record=False)
-    assert logs == {"success": 0.0}
+class Framed(Scripted):
+    """A scripted env whose rendering shows its step count."""
+
+    def render(self):
+        return np.full((4, 4, 3), self.t, np.uint8)
+
+
+def test_evaluate_records_every_frame_of_the_first_episode_only():
+    cfg = compose_config("compile=false")
+    envs = EnvBatch(lambda index: Framed(3 if index == 0 else 6, None), 2)
+    agent = build_agent(cfg, envs.obs_space, envs.action_space, torch.device("cpu"))
+    results, frames = evaluate(agent, envs, record=True)
+    assert [int(frame[0, 0, 0]) for frame in frames] == [0, 1, 2, 3]  # first observation to the last
+    assert results["length"].tolist() == [3, 6]

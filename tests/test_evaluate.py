@@ -5,7 +5,7 @@ import json
 import imageio.v2 as imageio
 import pytest
 
-from test_cli import QUICK, run_cli
+from conftest import QUICK, run_cli
 
 
 @pytest.fixture(scope="module")

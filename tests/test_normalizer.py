@@ -19,14 +19,3 @@ def test_return_normalizer_scale_never_below_one():
     normalizer = ReturnNormalizer(rate=1.0)
     normalizer.update(torch.full((50,), 3.0))
     assert normalizer.scale().item() == 1.0
-
-
-def test_return_normalizer_takes_back_the_update_of_a_withheld_training_step():
-    normalizer = ReturnNormalizer(rate=0.5)
-    returns = torch.arange(101, dtype=torch.float32)
-    normalizer.update(returns)
-    normalizer.keep(torch.tensor(1.0))
-    assert normalizer.high_value.item() == pytest.approx(47.5)
-    normalizer.update(torch.full((10,), float("nan")))
-    normalizer.keep(torch.tensor(0.0))  # its update was withheld
-    assert (normalizer.low_value.item(), normalizer.high_value.item()) == pytest.approx((2.5, 47.5))

@@ -10,7 +10,7 @@ from dreamer.representation.r2dreamer import BarlowTwinsObjective
 from dreamer.rssm import Latent
 from dreamer.world_model import WorldModel
 
-SIZES = dict(deter=64, hidden=32, stoch=4, classes=4, blocks=2, depth=4, units=32, encoder_layers=2)
+SIZES = dict(deter=64, hidden=32, stoch=4, classes=4, blocks=2, depth=4, units=32, encoder_layers=2, cnn_mults=(2, 3, 4, 4))
 
 
 def fixed_batch(batch=4, length=16, image=False):

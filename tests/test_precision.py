@@ -1,63 +1,39 @@
 """The fast paths (bf16, fp16, torch.compile) compute the same losses as eager fp32
 within stated tolerances, and fp16's loss scaling skips overflowing updates."""
 
-import os
-
 import pytest
 import torch
 import torch._inductor.config  # noqa: F401  (patched below)
-from hydra import compose, initialize_config_dir
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from dreamer.agent import LossScaler
-from dreamer.bench import synthetic_replay
-from dreamer.config import CONF_DIR
-from dreamer.envs.gym import GymEnv
-from dreamer.runner import build_agent
+from conftest import DEVICE, make_agent
+from dreamer.accelerate import LossScaler, StepFunctions
 
 # bf16 keeps 8 bits of mantissa, fp16 11: losses averaged over a batch agree to a few percent.
 RELATIVE_TOLERANCE = {"bf16": 0.05, "fp16": 0.02}
 ABSOLUTE_TOLERANCE = 0.02
 # Compiled kernels reorder float32 reductions only.
 COMPILE_TOLERANCE = 1e-4
-# DREAMER_TEST_DEVICE=cuda runs the same comparisons on a GPU.
-DEVICE = torch.device(os.environ.get("DREAMER_TEST_DEVICE", "cpu"))
-
-
-def make_agent(*overrides: str):
-    if not any(override.startswith("compile=") for override in overrides):
-        overrides = (*overrides, "compile=false")  # the tiny preset compiles; eager unless asked
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=["env.obs=both", "batch_size=4", "batch_length=16", *overrides])
-    env = GymEnv(obs="both", seed=0)
-    env.close()
-    torch.manual_seed(0)
-    agent = build_agent(cfg, env.obs_space, env.action_space, DEVICE)
-    batch, start, _ = synthetic_replay(cfg, env.obs_space, env.action_space, seed=0).sample(4, 16, DEVICE)
-    return agent, batch, start
 
 
 def compiled_parts(agent) -> list[str]:
-    """Names of the modules whose forward, norm + SiLU tail or RSSM step torch.compile wraps."""
+    """Names of the modules whose forward or norm + SiLU tail torch.compile wraps, and of
+    the acting step functions that are compiled."""
     def compiled(function) -> bool:
         return hasattr(function, "_torchdynamo_orig_callable")
 
     parts = [name for name, module in agent.named_modules()
-             if compiled(module.forward) or compiled(getattr(module, "norm_silu", None))]
-    rssm = agent.world_model.rssm
-    steps = {f"rssm.{name}": getattr(rssm, name) for name in ("obs_step", "img_step")}
-    steps["actor_critic.sample_action"] = agent.actor_critic.sample_action
-    return parts + [name for name, step in steps.items() if compiled(step)]
+             if module._compiled_call_impl is not None or compiled(getattr(module, "norm_silu", None))]
+    steps = agent.accelerator.acting
+    return parts + [f"steps.{name}" for name in ("posterior", "prior", "action") if compiled(getattr(steps, name))]
 
 
 def losses_with(*overrides: str) -> dict[str, float]:
     agent, batch, start = make_agent(*overrides)
     assert bool(compiled_parts(agent)) == ("compile=true" in overrides)
     torch.manual_seed(1)
-    with agent.autocast():
-        wm_losses, posterior, _ = agent.world_model.loss(batch, start)
-        ac_losses, _ = agent.actor_critic.loss(agent.world_model, posterior, batch)
-    return {name: value.item() for name, value in {**wm_losses, **ac_losses}.items()}
+    losses, _, _ = agent.losses(batch, start)
+    return {name: value.item() for name, value in losses.items()}
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
@@ -81,8 +57,8 @@ def test_compiled_losses_match_eager(variant):
         compiled = losses_with("compile=true", f"rep_variant={variant}")
     assert reference.keys() == compiled.keys()
     parts = compiled_parts(make_agent("compile=true", f"rep_variant={variant}")[0])
-    assert {"world_model.encoder.cnn.stages.2", "actor_critic.critic.hidden.0", "rssm.obs_step", "rssm.img_step",
-            "actor_critic.sample_action"} <= set(parts)
+    assert {"world_model.encoder.cnn.stages.2", "actor_critic.critic.hidden.0", "steps.posterior", "steps.prior",
+            "steps.action"} <= set(parts)
     assert any("decoder" in part for part in parts) == (variant == "dreamer")
     for name in reference:
         assert compiled[name] == pytest.approx(reference[name], rel=COMPILE_TOLERANCE, abs=1e-5), name
@@ -90,7 +66,7 @@ def test_compiled_losses_match_eager(variant):
 
 @pytest.mark.skipif(DEVICE.type != "cpu", reason="only CPU compilation needs a C++ compiler")
 def test_compile_without_a_cpu_compiler_warns_and_runs_eager(monkeypatch, caplog):
-    monkeypatch.setattr("dreamer.agent.shutil.which", lambda name: None)
+    monkeypatch.setattr("dreamer.accelerate.shutil.which", lambda name: None)
     agent, batch, start = make_agent("compile=true")
     assert compiled_parts(agent) == []
     assert "compile=true needs a C++ compiler" in caplog.text and "running eager" in caplog.text
@@ -100,7 +76,7 @@ def test_compile_without_a_cpu_compiler_warns_and_runs_eager(monkeypatch, caplog
 @pytest.mark.skipif(DEVICE.type != "cpu", reason="the check times CPU matrix products")
 def test_low_precision_slower_than_fp32_on_this_cpu_warns(monkeypatch, caplog):
     rates = {torch.float32: 50e9, torch.bfloat16: 1e9, torch.float16: 1e9}  # an AVX2-only CPU
-    monkeypatch.setattr("dreamer.agent.matmul_peak", lambda device, dtype, **_: rates[dtype])
+    monkeypatch.setattr("dreamer.accelerate.matmul_peak", lambda device, dtype, **_: rates[dtype])
     make_agent("precision=bf16")
     assert "precision=bf16: this CPU multiplies bf16 matrices at 1.0 GFLOP/s, slower than float32 (50.0" in caplog.text
     assert "precision=fp32 will run faster" in caplog.text
@@ -214,12 +190,11 @@ def test_withheld_update_changes_nothing_and_names_its_cause(variant, cause):
 
 
 def test_update_uses_the_graphed_steps_and_acting_the_plain_ones():
-    """With CUDA graphs the update swaps in its own RSSM steps and puts the plain ones back
-    (counted here with stand-ins that call the plain steps, so it runs on any device)."""
+    """With CUDA graphs the update calls its own posterior and prior steps and acting the
+    plain ones (counted here with stand-ins that call the plain steps, so it runs on any device)."""
     agent, batch, start = make_agent()
-    rssm = agent.world_model.rssm
-    plain = rssm.obs_step, rssm.img_step
-    calls = {"obs": 0, "img": 0}
+    plain = agent.accelerator.acting
+    calls = {"posterior": 0, "prior": 0}
 
     def counted(name, step):
         def wrapper(*args, **kwargs):
@@ -227,12 +202,12 @@ def test_update_uses_the_graphed_steps_and_acting_the_plain_ones():
             return step(*args, **kwargs)
         return wrapper
 
-    agent.graphed_steps = (counted("obs", plain[0]), counted("img", plain[1]))
+    agent.accelerator.graphed = StepFunctions(counted("posterior", plain.posterior), counted("prior", plain.prior),
+                                              plain.action)
     agent.train_step(batch, start)
-    assert calls == {"obs": batch["action"].shape[1], "img": agent.actor_critic.horizon}
-    assert (rssm.obs_step, rssm.img_step) == plain
+    assert calls == {"posterior": batch["action"].shape[1], "prior": agent.actor_critic.horizon}
     agent.act({key: value[:, 0].cpu().numpy() for key, value in batch.items()}, agent.initial_state(4))
-    assert calls["obs"] == batch["action"].shape[1]  # acting kept the plain step
+    assert calls["posterior"] == batch["action"].shape[1]  # acting kept the plain step
 
 
 @pytest.mark.skipif(DEVICE.type != "cuda", reason="CUDA graphs need a CUDA device")
@@ -247,7 +222,7 @@ def test_cuda_graph_updates_match_compiled_ones(variant):
         counters.clear()
         with torch._inductor.config.patch(fallback_random=True):
             agent, batch, start = make_agent("compile=true", f"cuda_graphs={graphs}", f"rep_variant={variant}")
-            assert (agent.graphed_steps is not None) == (graphs == "true")
+            assert (agent.accelerator.graphed is not None) == (graphs == "true")
             torch.manual_seed(1)
             histories[graphs] = [
                 {name: value.item() for name, value in agent.train_step(batch, start)[0].items()

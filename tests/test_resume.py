@@ -1,6 +1,5 @@
 """Checkpoints survive kills, resume continues exactly, the non-finite guard stops cleanly."""
 
-import copy
 import json
 import random
 import signal
@@ -11,7 +10,7 @@ import time
 import pytest
 import torch
 
-from test_cli import QUICK, ROOT, read_metrics, run_cli
+from conftest import QUICK, ROOT, read_metrics, run_cli
 
 RESUMABLE = [*QUICK, "deterministic=true", "eval_every=100", "log_every=50"]
 
@@ -141,35 +140,3 @@ def test_resume_with_a_different_model_is_a_one_line_error(tmp_path):
     assert result.returncode == 2 and result.stderr.strip().count("\n") == 0, result.stderr[-2000:]
     assert "does not fit the agent" in result.stderr and "size mismatch" in result.stderr
     assert (tmp_path / "checkpoint.pt").read_bytes() == saved  # untouched
-
-
-def test_checkpoint_of_the_older_gru_weight_layout_loads_and_trains_on():
-    """Before the GRU input layer kept its weight (own/G + S, G, out/G) it was stored
-    (G, own/G + S, out/G), as in BlockLinear. Such a checkpoint (state-dict version 1)
-    loads into the same weights and optimiser moments, and the next update matches."""
-    from test_precision import make_agent
-
-    trained, batch, start = make_agent()
-    trained.train_step(batch, start)
-    name = "world_model.rssm.gru_hidden"
-    agent_state = trained.state_dict()
-    optimizer_state = copy.deepcopy(trained.optimizer.state_dict())
-    index = [key for key, _ in trained.named_parameters()].index(f"{name}.weight")
-    agent_state[f"{name}.weight"] = agent_state[f"{name}.weight"].transpose(0, 1).contiguous()
-    agent_state._metadata[name]["version"] = 1
-    for key in ("momentum", "square"):
-        optimizer_state["state"][index][key] = optimizer_state["state"][index][key].transpose(0, 1).contiguous()
-    assert agent_state[f"{name}.weight"].shape != trained.state_dict()[f"{name}.weight"].shape
-
-    torch.manual_seed(123)
-    loaded, _, _ = make_agent()
-    loaded.load_training_state(agent_state, optimizer_state)
-    for (key, expected), actual in zip(trained.state_dict().items(), loaded.state_dict().values()):
-        assert torch.equal(expected, actual), key
-    torch.manual_seed(5)
-    expected_metrics, _ = trained.train_step(batch, start)
-    torch.manual_seed(5)
-    actual_metrics, _ = loaded.train_step(batch, start)
-    assert expected_metrics["loss/total"].item() == actual_metrics["loss/total"].item()
-    for expected, actual in zip(trained.parameters(), loaded.parameters()):
-        assert torch.equal(expected, actual)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dreamer.envs.base import ActionSpace, Env, EnvSetupError, import_optional, transition
+from dreamer.envs.base import ActionSpace, Env, EnvSetupError, import_optional, repeat_action, transition
 from dreamer.envs.rendering import resize
 
 
@@ -40,7 +40,7 @@ class AtariEnv(Env):
         self.ale.setInt("max_num_frames_per_episode", int(time_limit))
         self.ale.loadROM(ale_py.roms.get_rom_path(task))
         self._actions = self.ale.getMinimalActionSet()
-        self._size, self._repeat, self._noops = tuple(size), int(action_repeat), int(noops)
+        self._size, self.action_repeat, self._noops = tuple(size), int(action_repeat), int(noops)
         height, width = self.ale.getScreenDims()
         self._frames = np.zeros((2, height, width, 3), np.uint8)  # the last two frames, for max-pooling
         self.action_space = ActionSpace(len(self._actions), True)
@@ -65,15 +65,18 @@ class AtariEnv(Env):
         if self._done:
             return self.reset()
         game_action = self._actions[int(np.argmax(action))]
-        reward = 0.0
-        for repeat in range(self._repeat):
-            reward += self.ale.act(game_action)
-            if repeat >= self._repeat - 2:
-                self.ale.getScreenRGB(self._frames[repeat - self._repeat + 2])
+
+        def act(repeat: int) -> tuple[float, bool]:
+            reward = self.ale.act(game_action)
+            if repeat >= self.action_repeat - 2:  # the last two frames go to slots 0 and 1
+                self.ale.getScreenRGB(self._frames[repeat - self.action_repeat + 2])
             if self.ale.game_over():
-                self.ale.getScreenRGB(self._frames[1])
-                break
-        if self._repeat == 1:  # nothing to pool with: both slots hold this frame
+                self.ale.getScreenRGB(self._frames[1])  # the final frame, whatever the repeat
+                return reward, True
+            return reward, False
+
+        reward = repeat_action(act, self.action_repeat)
+        if self.action_repeat == 1:  # nothing to pool with: both slots hold this frame
             self._frames[0] = self._frames[1]
         terminal = self.ale.game_over(with_truncation=False)
         self._done = self.ale.game_over()  # with_truncation: the frame limit also ends it

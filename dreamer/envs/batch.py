@@ -28,6 +28,7 @@ class EnvBatch:
         self.envs = [WorkerEnv(make_env, index) if self.workers else make_env(index) for index in range(count)]
         self.obs_space = self.envs[0].obs_space
         self.action_space = self.envs[0].action_space
+        self.action_repeat = self.envs[0].action_repeat
 
     def __len__(self) -> int:
         return len(self.envs)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dreamer.envs.base import ActionSpace, Env, EnvSetupError, import_optional, transition
+from dreamer.envs.base import ActionSpace, Env, EnvSetupError, import_optional, repeat_action, transition
 
 
 class CrafterEnv(Env):
@@ -28,7 +28,7 @@ class CrafterEnv(Env):
             raise EnvSetupError(f"env.task={task} is not a Crafter task; choose one of: reward")
         crafter = import_optional("crafter", "crafter", "crafter", "env=crafter")
         self._env = crafter.Env(size=tuple(size), length=int(time_limit), reward=True, seed=seed)
-        self._repeat = int(action_repeat)
+        self.action_repeat = int(action_repeat)
         self._achievements = sorted(crafter.constants.achievements)
         self.action_space = ActionSpace(self._env.action_space.n, True)
         self.obs_space = {"image": (*tuple(size), 3)}
@@ -44,12 +44,15 @@ class CrafterEnv(Env):
     def step(self, action: np.ndarray) -> dict[str, np.ndarray]:
         if self._done:
             return self.reset()
-        reward = 0.0
-        for _ in range(self._repeat):
-            image, step_reward, done, info = self._env.step(int(np.argmax(action)))
-            reward += step_reward
-            if done:
-                break
+        index = int(np.argmax(action))
+        image = done = info = None  # of the last game step
+
+        def act(repeat: int) -> tuple[float, bool]:
+            nonlocal image, done, info
+            image, reward, done, info = self._env.step(index)
+            return reward, done
+
+        reward = repeat_action(act, self.action_repeat)
         self._done = done
         terminal = info["discount"] == 0
         return transition({"image": image, **self._logs(info["achievements"])}, reward, False, done, terminal)

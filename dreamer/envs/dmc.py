@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from dreamer.envs.base import ActionSpace, Env, EnvSetupError, import_optional, transition
+from dreamer.envs.base import (
+    ActionSpace,
+    Env,
+    EnvSetupError,
+    check_obs,
+    import_optional,
+    repeat_action,
+    rescale_action,
+    transition,
+)
 from dreamer.envs.rendering import select_mujoco_gl
 
-OBS_CHOICES = ("pixels", "state", "both")
 CAMERAS = {"quadruped": 2}  # DreamerV3's views; every other domain renders camera 0
 
 
@@ -52,12 +60,11 @@ class DMCEnv(Env):
         seed: int | None = None,
         render: bool = False,
     ):
-        if obs not in OBS_CHOICES:
-            raise EnvSetupError(f"env.obs={obs} is not one of {', '.join(OBS_CHOICES)}")
+        check_obs(obs)
         suite = load_suite(needs_gl=obs != "state" or render)
         domain, name = split_task(task, self.valid_tasks(suite), self.suite_name)
         self._env = self._load(suite, domain, name, seed)
-        self._size, self._repeat, self._time_limit = tuple(size), int(action_repeat), int(time_limit)
+        self._size, self.action_repeat, self._time_limit = tuple(size), int(action_repeat), int(time_limit)
         self._camera = CAMERAS.get(domain, 0) if camera is None else int(camera)
         spec = self._env.action_spec()
         self._low, self._high = spec.minimum.astype(np.float32), spec.maximum.astype(np.float32)
@@ -96,15 +103,16 @@ class DMCEnv(Env):
     def step(self, action: np.ndarray) -> dict[str, np.ndarray]:
         if self._done:
             return self.reset()
-        clipped = np.clip(np.asarray(action, np.float32), -1.0, 1.0)
-        scaled = self._low + (clipped + 1.0) / 2.0 * (self._high - self._low)
-        reward = 0.0
-        for _ in range(self._repeat):
+        scaled = rescale_action(action, self._low, self._high)
+        timestep = None  # of the last control step
+
+        def act(repeat: int) -> tuple[float, bool]:
+            nonlocal timestep
             timestep = self._env.step(scaled)
-            reward += timestep.reward or 0.0
             self._steps += 1
-            if timestep.last() or self._steps >= self._time_limit:
-                break
+            return timestep.reward or 0.0, timestep.last() or self._steps >= self._time_limit
+
+        reward = repeat_action(act, self.action_repeat)
         terminal = bool(timestep.last() and timestep.discount == 0)
         self._done = bool(timestep.last() or self._steps >= self._time_limit)
         return transition(self._observe(timestep), reward, False, self._done, terminal)

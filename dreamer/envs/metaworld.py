@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from dreamer.envs.base import ActionSpace, Env, EnvSetupError, import_optional, transition
+from dreamer.envs.base import (
+    ActionSpace,
+    Env,
+    EnvSetupError,
+    check_obs,
+    import_optional,
+    repeat_action,
+    rescale_action,
+    transition,
+)
 from dreamer.envs.rendering import select_mujoco_gl
-
-OBS_CHOICES = ("pixels", "state", "both")
 
 
 def load_task_classes() -> dict:
@@ -36,8 +43,7 @@ class MetaWorldEnv(Env):
         seed: int | None = None,
         render: bool = False,
     ):
-        if obs not in OBS_CHOICES:
-            raise EnvSetupError(f"env.obs={obs} is not one of {', '.join(OBS_CHOICES)}")
+        check_obs(obs)
         classes = load_task_classes()
         if task not in classes:
             raise EnvSetupError(f"env.task={task} is not a Meta-World task; choose one of: {', '.join(sorted(classes))}")
@@ -46,7 +52,7 @@ class MetaWorldEnv(Env):
         self._env = classes[task](seed=seed)
         self._env._freeze_rand_vec = False  # a new goal each episode, as in DreamerV3
         self._env.max_path_length = int(time_limit)
-        self._size, self._repeat, self._camera = tuple(size), int(action_repeat), camera
+        self._size, self.action_repeat, self._camera = tuple(size), int(action_repeat), camera
         self._renderer = mujoco.Renderer(self._env.model, *self._size)
         self.action_space = ActionSpace(int(np.prod(self._env.action_space.shape)), False)
         self._low = self._env.action_space.low.astype(np.float32)
@@ -74,15 +80,17 @@ class MetaWorldEnv(Env):
     def step(self, action: np.ndarray) -> dict[str, np.ndarray]:
         if self._done:
             return self.reset()
-        clipped = np.clip(np.asarray(action, np.float32), -1.0, 1.0)
-        scaled = self._low + (clipped + 1.0) / 2.0 * (self._high - self._low)
-        reward, success = 0.0, 0.0
-        for _ in range(self._repeat):
-            state, step_reward, terminated, truncated, info = self._env.step(scaled)
-            reward += step_reward
+        scaled = rescale_action(action, self._low, self._high)
+        state = terminated = truncated = None  # of the last simulator step
+        success = 0.0  # 1 once any simulator step of this policy step succeeded
+
+        def act(repeat: int) -> tuple[float, bool]:
+            nonlocal state, terminated, truncated, success
+            state, reward, terminated, truncated, info = self._env.step(scaled)
             success = max(success, float(info["success"]))
-            if terminated or truncated:
-                break
+            return reward, terminated or truncated
+
+        reward = repeat_action(act, self.action_repeat)
         self._done = terminated or truncated
         return transition(self._observe(state, success), reward, False, self._done, terminated)
 

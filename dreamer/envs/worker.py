@@ -29,7 +29,7 @@ def serve(make_env: Callable[[int], Env], index: int, connection) -> None:
     except Exception:
         connection.send(("error", traceback.format_exc()))
         return
-    connection.send(("ok", (env.obs_space, env.action_space)))
+    connection.send(("ok", (env.obs_space, env.action_space, env.action_repeat)))
     try:
         while True:
             method, args = connection.recv()
@@ -75,7 +75,7 @@ class WorkerEnv:
         if status == "error":
             self._process.join()
             raise RuntimeError(f"environment {self.index} failed to start in its worker:\n{payload}")
-        self.obs_space, self.action_space = payload
+        self.obs_space, self.action_space, self.action_repeat = payload
         self._steps_since_start = 0
 
     def __getstate__(self):

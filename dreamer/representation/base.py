@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-if TYPE_CHECKING:
-    from dreamer.rssm import Latent
-    from dreamer.world_model import WorldModel
+from dreamer.rssm import Latent
 
 
 @dataclass(frozen=True)
@@ -19,11 +17,16 @@ class ObjectiveContext:
 
     feature_size: int  # F = S*K + D
     embed_size: int  # E
+    deter_size: int  # D
     obs_space: dict[str, tuple[int, ...]]
     cnn_keys: tuple[str, ...]
     mlp_keys: tuple[str, ...]
-    model: dict = field(default_factory=dict)  # sizes of the world model (depth, units, blocks, ...)
-    encoder: nn.Module | None = None  # the online encoder, for objectives that keep an EMA copy
+    depth: int  # CNN channel unit
+    units: int  # MLP width
+    layers: int  # MLP depth of the encoder
+    blocks: int  # GRU blocks
+    cnn_mults: Sequence[int]  # CNN stages
+    encoder: nn.Module  # the online encoder (owned by the world model)
 
 
 @dataclass
@@ -33,9 +36,9 @@ class ObjectiveInputs:
     batch: dict[str, torch.Tensor]  # observations (B, T, ...)
     embeddings: torch.Tensor  # (B, T, E), with gradient to the encoder
     features: torch.Tensor  # (B, T, F), posterior features with gradient
-    posterior: "Latent"  # (B, T, ...)
-    start: "Latent"  # (B, ...) state the posterior rollout started from
-    world_model: "WorldModel"
+    posterior: Latent  # (B, T, ...)
+    start: Latent  # (B, ...) state the posterior rollout started from
+    prior_step: Callable[[Latent, torch.Tensor], Latent]  # one imagined step, for reports
 
 
 class RepresentationObjective(nn.Module):
@@ -47,7 +50,7 @@ class RepresentationObjective(nn.Module):
 
     scales: dict[str, float]
 
-    def prepare(self, batch: dict[str, torch.Tensor], start: "Latent") -> tuple[dict[str, torch.Tensor], "Latent"]:
+    def prepare(self, batch: dict[str, torch.Tensor], start: Latent) -> tuple[dict[str, torch.Tensor], Latent]:
         """Transform the replay batch before the encoder (augmentation, duplicated views).
 
         May grow the batch axis; the world model keeps the first B sequences for the
@@ -62,9 +65,13 @@ class RepresentationObjective(nn.Module):
         """Optional visual report: image grids (rows, T, H, W, C) in [0, 1] per key."""
         return {}
 
-    def after_update(self, applied: torch.Tensor | None = None) -> None:
+    def after_update(self) -> None:
         """Hook run after each optimiser step (EMA targets, prototype normalisation).
 
-        ``applied``: 0-dim 1.0, or 0.0 when the step was withheld (then change nothing);
-        read it on the device, never on the host.  None counts as applied.
+        When the step was withheld the agent restores this module's buffers, frozen
+        parameters and the tensors ``updated_in_place`` lists, so the hook never checks.
         """
+
+    def updated_in_place(self) -> list[torch.Tensor]:
+        """Trainable tensors that ``after_update`` changes besides the optimiser."""
+        return []

@@ -25,21 +25,21 @@ class ReconstructionObjective(RepresentationObjective):
 
     def __init__(self, context: ObjectiveContext, mlp_layers: int | None = None, scale: float = 1.0):
         super().__init__()
-        model = context.model
-        deter = model["deter"]
+        deter = context.deter_size
         self.cnn_keys, self.mlp_keys = list(context.cnn_keys), list(context.mlp_keys)
         self.image_decoder = None
         if self.cnn_keys:
             height, width = context.obs_space[self.cnn_keys[0]][:2]
             self.image_channels = [context.obs_space[key][-1] for key in self.cnn_keys]
             self.image_decoder = ConvDecoder(
-                deter, context.feature_size - deter, (height, width, sum(self.image_channels)), model["depth"], model["blocks"]
+                deter, context.feature_size - deter, (height, width, sum(self.image_channels)), context.depth, context.blocks,
+                context.cnn_mults,
             )
         self.vector_decoder = None
         if self.mlp_keys:
             self.vector_sizes = [context.obs_space[key][0] for key in self.mlp_keys]
-            layers = mlp_layers if mlp_layers is not None else model.get("layers", 3)
-            self.vector_decoder = MLP(context.feature_size, sum(self.vector_sizes), layers, model["units"])
+            layers = mlp_layers if mlp_layers is not None else context.layers
+            self.vector_decoder = MLP(context.feature_size, sum(self.vector_sizes), layers, context.units)
         self.scales = {f"recon_{key}": scale for key in self.cnn_keys + self.mlp_keys}
 
     def decode(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -66,12 +66,11 @@ class ReconstructionObjective(RepresentationObjective):
         The first ``context`` frames are reconstructed from posteriors, the rest imagined
         from the prior with the recorded actions.
         """
-        world_model = inputs.world_model
         posterior = inputs.posterior
         latent = type(posterior)(posterior.deter[:, context - 1], posterior.stoch[:, context - 1])
         imagined = []
         for t in range(context, inputs.batch["action"].shape[1]):
-            latent = world_model.rssm.img_step(latent, inputs.batch["action"][:, t])
+            latent = inputs.prior_step(latent, inputs.batch["action"][:, t])
             imagined.append(latent.features())
         features = torch.cat([inputs.features[:, :context], torch.stack(imagined, 1)], 1)  # (B, T, F)
         decoded = self.decode(features)

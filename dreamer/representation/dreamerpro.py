@@ -32,10 +32,10 @@ class PrototypeObjective(RepresentationObjective):
         scales: dict[str, float] | None = None,
     ):
         super().__init__()
-        if context.encoder is None:
-            raise ValueError("dreamerpro needs the world model's encoder")
         self.cnn_keys = list(context.cnn_keys)
-        self.encoder = context.encoder  # the online encoder, shared with the world model
+        # The online encoder is the world model's: held in a tuple, not registered as a
+        # submodule here, so checkpoints and parameter lists hold it once.
+        self.online_encoder = (context.encoder,)
         self.target_encoder = copy.deepcopy(context.encoder).requires_grad_(False)
         self.obs_projector = nn.Linear(context.embed_size, projection)
         self.target_projector = copy.deepcopy(self.obs_projector).requires_grad_(False)
@@ -49,7 +49,7 @@ class PrototypeObjective(RepresentationObjective):
 
     def _modules_for_ema(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         target = list(self.target_encoder.parameters()) + list(self.target_projector.parameters())
-        online = list(self.encoder.parameters()) + list(self.obs_projector.parameters())
+        online = list(self.online_encoder[0].parameters()) + list(self.obs_projector.parameters())
         return target, online
 
     def prepare(self, batch: dict[str, torch.Tensor], start: Latent) -> tuple[dict[str, torch.Tensor], Latent]:
@@ -92,10 +92,12 @@ class PrototypeObjective(RepresentationObjective):
         return {"swav": swav, "temp": temporal, "norm": norm}, {}
 
     @torch.no_grad()
-    def after_update(self, applied: torch.Tensor | None = None) -> None:
-        applied = torch.ones((), device=self.updates.device) if applied is None else applied
+    def after_update(self) -> None:
         target, online = self._modules_for_ema()
         fraction = torch.where(self.updates == 0, 1.0, self.ema_fraction)  # the first update copies
-        ema_update_(target, online, fraction * applied)
-        self.prototypes.copy_(torch.where(applied > 0, F.normalize(self.prototypes, dim=-1), self.prototypes))
-        self.updates += applied.long()
+        ema_update_(target, online, fraction)
+        self.prototypes.copy_(F.normalize(self.prototypes, dim=-1))
+        self.updates += 1
+
+    def updated_in_place(self) -> list[torch.Tensor]:
+        return [self.prototypes]

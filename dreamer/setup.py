@@ -1,0 +1,149 @@
+"""From a configuration to built parts: process settings, environments, agent, replay and
+logger.  The entry points call these; nothing else reads the configuration to build."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from dreamer.accelerate import keep_freed_memory, usable_speed_settings
+from dreamer.agent import Agent
+from dreamer.config import ConfigError
+from dreamer.envs import EnvBatch
+from dreamer.envs.base import ActionSpace, Env, EnvSetupError
+from dreamer.envs.batch import seeded
+from dreamer.logger import JSONLSink, Logger, TerminalSink, WandbSink
+from dreamer.networks import encoder_keys
+from dreamer.replay import Replay
+
+log = logging.getLogger(__name__)
+
+# Training and evaluation environments draw their seeds from disjoint ranges.
+TRAIN_SEED_OFFSET, EVAL_SEED_OFFSET = 0, 500
+
+
+@dataclass
+class TrainingParts:
+    """Everything a training run is made of."""
+
+    envs: EnvBatch
+    eval_envs: EnvBatch
+    agent: Agent
+    replay: Replay
+    logger: Logger
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True)
+
+
+def prepare_process(cfg: DictConfig) -> torch.device:
+    """Seeds, deterministic kernels and the allocator setting; returns the device."""
+    seed_everything(cfg.seed, cfg.deterministic)
+    if cfg.keep_freed_memory:
+        keep_freed_memory()
+    return resolve_device(cfg.device)
+
+
+def env_factory(cfg: DictConfig) -> Callable[..., Env]:
+    """``make_env(seed=..., render=...)`` for the configured suite."""
+    return hydra.utils.instantiate(cfg.env, _convert_="all")
+
+
+def env_spaces(make_env: Callable[..., Env], seed: int = 0) -> tuple[dict[str, tuple[int, ...]], ActionSpace]:
+    """The observation and action spaces of an environment, built and closed again."""
+    env = make_env(seed=seed)
+    try:
+        return env.obs_space, env.action_space
+    finally:
+        env.close()
+
+
+def check_buildable(cfg: DictConfig) -> None:
+    """Build the configured environment once and match its observations to the encoders:
+    raises :class:`ConfigError` with the environment's own one-line reason."""
+    try:
+        obs_space, _ = env_spaces(env_factory(cfg))
+        encoder_keys(obs_space, cfg.model.cnn_keys, cfg.model.mlp_keys)
+    except (EnvSetupError, ValueError) as error:
+        raise ConfigError(str(error)) from None
+
+
+def build_agent(cfg: DictConfig, obs_space: dict, action_space: ActionSpace, device: torch.device) -> Agent:
+    """World model, actor-critic and optimiser from the config groups, with the speed
+    settings this machine can run."""
+    cnn_keys, mlp_keys = encoder_keys(obs_space, cfg.model.cnn_keys, cfg.model.mlp_keys)
+    world_model = hydra.utils.instantiate(cfg.model.world_model, _convert_="all")(
+        obs_space=obs_space,
+        action_size=action_space.size,
+        representation=hydra.utils.instantiate(cfg.rep_variant, _convert_="all"),
+        cnn_keys=cnn_keys,
+        mlp_keys=mlp_keys,
+    )
+    actor_critic = hydra.utils.instantiate(cfg.model.actor_critic, _convert_="all")(
+        feature_size=world_model.rssm.feature_size,
+        action_size=action_space.size,
+        discrete=action_space.discrete,
+    )
+    optimizer = hydra.utils.instantiate(cfg.optimizer, _convert_="all")
+    compile, cuda_graphs = usable_speed_settings(cfg.compile, cfg.cuda_graphs, cfg.precision, device)
+    return Agent(
+        world_model, actor_critic, optimizer, device, precision=cfg.precision,
+        compile=compile, cuda_graphs=cuda_graphs, channels_last=cfg.channels_last,
+    )
+
+
+def replay_spaces(obs_space: dict, action_size: int) -> dict:
+    """Shape and dtype of every key the replay stores: images as uint8, the rest as floats and flags."""
+    spaces = {key: (shape, torch.uint8 if len(shape) == 3 else torch.float32) for key, shape in obs_space.items()}
+    spaces["action"] = ((action_size,), torch.float32)
+    spaces["reward"] = ((), torch.float32)
+    for key in ("is_first", "is_last", "is_terminal"):
+        spaces[key] = ((), torch.bool)
+    return spaces
+
+
+def build_replay(capacity: int, streams: int, obs_space: dict, action_space: ActionSpace, agent: Agent,
+                 seed: int) -> Replay:
+    """A replay for these spaces that stores the latents of this agent's RSSM."""
+    rssm = agent.world_model.rssm
+    spaces = replay_spaces(obs_space, action_space.size)
+    return Replay(capacity, streams, spaces, rssm.deter_size, rssm.stoch_size, rssm.classes, seed=seed)
+
+
+def build_logger(cfg: DictConfig, run_dir: Path) -> Logger:
+    sinks = [JSONLSink(run_dir / "metrics.jsonl"), TerminalSink()]
+    if cfg.logger.wandb:
+        sinks.append(WandbSink(OmegaConf.to_container(cfg, resolve=True), run_dir, cfg.logger.project))
+    return Logger(sinks)
+
+
+def build_training(cfg: DictConfig, run_dir: Path, device: torch.device) -> TrainingParts:
+    make_env = env_factory(cfg)
+    # Evaluation stays in this process: it runs rarely, and eval_episodes workers cost memory.
+    workers = cfg.env_workers and cfg.env_num > 1
+    envs = EnvBatch(partial(seeded, make_env, cfg.seed * 1000 + TRAIN_SEED_OFFSET), cfg.env_num, workers)
+    eval_envs = EnvBatch(partial(seeded, make_env, cfg.seed * 1000 + EVAL_SEED_OFFSET), cfg.eval_episodes)
+    agent = build_agent(cfg, envs.obs_space, envs.action_space, device)
+    agent.inject_nan = cfg.debug.inject_nan
+    replay = build_replay(cfg.replay.capacity, cfg.env_num, envs.obs_space, envs.action_space, agent, cfg.seed)
+    return TrainingParts(envs, eval_envs, agent, replay, build_logger(cfg, run_dir))

@@ -1,0 +1,62 @@
+"""Helpers shared by the tests: the real command line, and agents built from the real config."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+
+from dreamer.config import CONF_DIR
+
+ROOT = Path(__file__).resolve().parents[1]
+# compile=false: torch.compile's first calls cost seconds per shape; tests that need the
+# compiled path ask for it.
+COMPILED = [
+    "model=tiny", "batch_size=4", "batch_length=16", "env_num=2", "eval_episodes=2",
+    "eval_every=200", "log_every=100", "train_ratio=32", "progress=false",
+]
+QUICK = [*COMPILED, "compile=false"]
+# DREAMER_TEST_DEVICE=cuda runs the agent-level comparisons on a GPU.
+DEVICE = torch.device(os.environ.get("DREAMER_TEST_DEVICE", "cpu"))
+
+
+def run_cli(*overrides: str, module: str = "dreamer.train", timeout: int = 300,
+            pythonpath: str | None = None) -> subprocess.CompletedProcess:
+    """``python -m <module> <overrides>`` from the repository root."""
+    path = os.pathsep.join(p for p in (str(ROOT), pythonpath) if p)
+    env = {**os.environ, "PYTHONPATH": path, "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run(
+        [sys.executable, "-m", module, *overrides], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def compose_config(*overrides: str, config: str = "train"):
+    """The configuration ``python -m dreamer.train <overrides>`` would run."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config, overrides=list(overrides))
+
+
+def make_agent(*overrides: str):
+    """An agent for CartPole with state and pixels, eager unless ``compile=true`` is given,
+    and one (4, 16) batch of random replay data."""
+    from dreamer.bench import synthetic_replay
+    from dreamer.envs.gym import GymEnv
+    from dreamer.setup import build_agent
+
+    if not any(override.startswith("compile=") for override in overrides):
+        overrides = (*overrides, "compile=false")  # the tiny preset compiles; eager unless asked
+    cfg = compose_config("env.obs=both", "batch_size=4", "batch_length=16", *overrides)
+    env = GymEnv(obs="both", seed=0)
+    env.close()
+    torch.manual_seed(0)
+    agent = build_agent(cfg, env.obs_space, env.action_space, DEVICE)
+    replay = synthetic_replay(agent, env.obs_space, env.action_space, 16, seed=0)
+    batch, start, _ = replay.sample(4, 16, DEVICE)
+    return agent, batch, start
