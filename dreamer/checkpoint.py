@@ -4,6 +4,7 @@ metric rows a resume redoes."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
 import random
@@ -12,53 +13,122 @@ from pathlib import Path
 import numpy as np
 import torch
 
+log = logging.getLogger(__name__)
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (full disk, read-only location); the message names the path."""
+
 
 def write_atomically(path: Path, state: dict) -> None:
-    """Temporary file, fsync, rename, fsync of the directory: a kill leaves the old file or the new one."""
+    """Temporary file, fsync, rename, fsync of the directory: a kill leaves the old file or
+    the new one.  A failed write removes its temporary file and raises
+    :class:`CheckpointWriteError`, leaving the previous file as it was."""
     temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "wb") as file:
-        torch.save(state, file)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
-    directory = os.open(path.parent, os.O_RDONLY)
     try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+        with open(temporary, "wb") as file:
+            torch.save(state, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+    except (OSError, RuntimeError) as error:  # torch reports a full disk as a RuntimeError
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else _disk_reason(path, error)
+        temporary.unlink(missing_ok=True)
+        raise CheckpointWriteError(f"cannot write checkpoint {path}: {reason}") from None
+
+
+def _disk_reason(path: Path, error: Exception) -> str:
+    """Why a write failed: a full disk or a read-only location, when the file system says so."""
+    try:
+        stats = os.statvfs(path.parent)
+    except OSError:
+        return str(error).splitlines()[0]
+    if stats.f_bavail * stats.f_frsize < 2**20:
+        return "No space left on device"
+    if not os.access(path.parent, os.W_OK):
+        return "the location is read-only"
+    return str(error).splitlines()[0]
+
+
+# What our checkpoints hold besides tensors and Python's own types: numpy arrays and scalars
+# (loop state, random-number-generator states).  Loading allows these and nothing else, so a
+# checkpoint cannot run code while it loads.
+NUMPY_TYPES = [np._core.multiarray._reconstruct, np._core.multiarray.scalar, np.ndarray, np.dtype,
+               *(getattr(np.dtypes, name) for name in dir(np.dtypes) if name.endswith("DType"))]
+
+
+def load_file(path: Path, mmap: bool = False) -> dict:
+    """A checkpoint file on the CPU, unpickling only tensors, Python's types and numpy arrays."""
+    with torch.serialization.safe_globals(NUMPY_TYPES):
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+
+
+def readable(path: Path) -> str | None:
+    """None when ``path`` loads as a checkpoint of ours, else the reason it does not."""
+    try:
+        state = load_file(path, mmap=True)
+    except Exception as error:  # truncated, empty, not a torch file, ...
+        return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    missing = [key for key in REQUIRED_KEYS if not isinstance(state, dict) or key not in state]
+    return f"it lacks {', '.join(missing)}" if missing else None
+
+
+REQUIRED_KEYS = ("step", "agent", "optimizer", "replay", "loop", "config")
 
 
 class Checkpoints:
     """``checkpoint.pt`` in a run directory, and the last ``keep`` step copies in ``checkpoints/``.
 
-    The state is serialised once: ``checkpoint.pt`` is a hard link to the newest step
-    copy, swapped in atomically.
+    Each is a separate file, checked after writing, so one damaged file leaves the others
+    loadable; :meth:`load` falls back to the newest copy that loads.
     """
 
     def __init__(self, run_dir: Path, keep: int):
         self.run_dir, self.keep = Path(run_dir), keep
         self.path = self.run_dir / "checkpoint.pt"
+        self.history = self.run_dir / "checkpoints"
 
     def exists(self) -> bool:
-        return self.path.exists()
+        return self.path.exists() or any(self.history.glob("step_*.pt"))
+
+    def remove_orphans(self) -> None:
+        """Temporary files left by a process killed while writing (the caller holds the run's lock)."""
+        for orphan in [*self.run_dir.glob("*.tmp"), *self.history.glob("*.tmp")]:
+            orphan.unlink(missing_ok=True)
 
     def save(self, state: dict, step: int) -> None:
-        if self.keep <= 0:
-            write_atomically(self.path, state)
-            return
-        history = self.run_dir / "checkpoints"
-        history.mkdir(exist_ok=True)
-        newest = history / f"step_{step:010d}.pt"
-        write_atomically(newest, state)
-        link = self.path.with_name(self.path.name + ".link")
-        link.unlink(missing_ok=True)
-        os.link(newest, link)
-        os.replace(link, self.path)
-        for old in sorted(history.glob("step_*.pt"))[: -self.keep]:
-            old.unlink()
+        paths = [self.path]
+        if self.keep > 0:
+            self.history.mkdir(exist_ok=True)
+            paths.insert(0, self.history / f"step_{step:010d}.pt")
+        for path in paths:
+            write_atomically(path, state)
+            if reason := readable(path):
+                raise CheckpointWriteError(f"checkpoint {path} does not load back after writing: {reason}")
+        if self.keep > 0:
+            for old in sorted(self.history.glob("step_*.pt"))[: -self.keep]:
+                old.unlink()
 
-    def load(self) -> dict:
-        return torch.load(self.path, map_location="cpu", weights_only=False)
+    def candidates(self) -> list[Path]:
+        """``checkpoint.pt``, then the kept copies, newest first."""
+        return [path for path in (self.path, *sorted(self.history.glob("step_*.pt"), reverse=True)) if path.exists()]
+
+    def load(self) -> tuple[dict, Path]:
+        """The newest checkpoint that loads, and its path; a one-line ValueError when none does."""
+        reasons = []
+        for path in self.candidates():
+            reason = readable(path)
+            if reason is None:
+                if reasons:
+                    log.warning("%s; resuming from %s", "; ".join(reasons), path)
+                return load_file(path), path
+            reasons.append(f"{path} does not load ({reason[:120]})")
+        raise ValueError("; ".join(reasons) or f"{self.run_dir} holds no checkpoint")
 
 
 def rng_state() -> dict:

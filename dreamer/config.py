@@ -10,6 +10,7 @@ This module builds nothing: it imports neither the agent nor the environments.
 from __future__ import annotations
 
 import dataclasses
+import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,6 +136,8 @@ class BenchConfig(Config):
 
 
 ConfigStore.instance().store(name="schema", node=Config)
+# ${pid:} in conf/config.yaml's run directories: two runs started in the same second differ.
+OmegaConf.register_new_resolver("pid", os.getpid, replace=True)
 ConfigStore.instance().store(name="bench_schema", node=BenchConfig)
 
 
@@ -169,6 +172,13 @@ def check(cfg: DictConfig) -> None:
             f"replay.capacity={cfg.replay.capacity} is too small: it must hold batch_length + 1 = "
             f"{cfg.batch_length + 1} steps for each of env_num={cfg.env_num} environments"
         )
+    for key, value, minimum in (("env.action_repeat", cfg.env.get("action_repeat", 1), 1),
+                                ("optimizer.warmup", cfg.optimizer.get("warmup", 0), 0)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise ConfigError(f"{key}={value} is invalid; it must be a whole number >= {minimum}")
+    lr = cfg.optimizer.get("lr")
+    if lr is not None and (not isinstance(lr, (int, float)) or isinstance(lr, bool) or not lr > 0):
+        raise ConfigError(f"optimizer.lr={lr} is invalid; it must be a number > 0")
     size = cfg.env.get("size")
     stride = 2 ** len(cfg.model.cnn_mults)
     if size is not None and any(int(side) % stride or int(side) <= 0 for side in size):

@@ -21,6 +21,7 @@ import torch
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from dreamer.checkpoint import Checkpoints, load_file, readable
 from dreamer.config import Config
 from dreamer.envs import EnvBatch
 from dreamer.evaluation import evaluate
@@ -53,16 +54,30 @@ def parse(arguments: list[str]) -> EvaluateConfig:
 def load(path: Path, device: torch.device):
     """The checkpoint's agent (in eval mode), the environment factory it was trained with,
     its step and the checkpoint's path."""
-    if path.is_dir():
-        path = path / "checkpoint.pt"
-    if not path.exists():
+    if path.is_dir():  # the run's newest checkpoint that loads
+        try:
+            saved, path = Checkpoints(path, keep=0).load()
+        except ValueError as error:
+            raise ValueError(f"checkpoint={path}: {error}") from None
+    elif not path.exists():
         raise ValueError(f"checkpoint={path} does not exist; give a checkpoint.pt or a run directory holding one")
-    saved = torch.load(path, map_location="cpu", weights_only=False)
-    cfg = OmegaConf.merge(OmegaConf.structured(Config), saved["config"])
+    elif reason := readable(path):
+        raise ValueError(f"checkpoint={path} does not load ({reason[:160]}); give another checkpoint or its run directory")
+    else:
+        saved = load_file(path)
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(Config), saved["config"])
+    except OmegaConfBaseException as error:
+        raise ValueError(f"checkpoint={path} holds a configuration this version cannot read "
+                         f"({str(error).splitlines()[0]})") from None
     cfg.compile = cfg.cuda_graphs = False  # one batch of episodes: compiling would cost more than it saves
     make_env = env_factory(cfg)
     agent = build_agent(cfg, *env_spaces(make_env), device)
-    agent.load_state_dict(saved["agent"])
+    try:
+        agent.load_state_dict(saved["agent"])
+    except RuntimeError as error:
+        detail = next((line.strip() for line in str(error).splitlines()[1:] if line.strip()), str(error))
+        raise ValueError(f"checkpoint={path} does not fit the agent its configuration builds ({detail[:160]})") from None
     return agent.eval(), make_env, saved["step"], path
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 
@@ -212,7 +213,7 @@ class MultiEncoder(nn.Module):
             self.cnn = ConvEncoder((first[0], first[1], channels), depth, cnn_mults, kernel)
             self.out_size += self.cnn.out_size
         if self.mlp_keys:
-            in_size = sum(int(torch.tensor(obs_space[key]).prod()) for key in self.mlp_keys)
+            in_size = sum(math.prod(obs_space[key]) for key in self.mlp_keys)
             self.mlp = MLP(in_size, None, mlp_layers, mlp_units)
             self.out_size += self.mlp.out_size
 

@@ -97,6 +97,9 @@ class Replay:
 
     def load_state_dict(self, state: dict) -> None:
         count = state["count"]
+        streams = {value.shape[1] for value in state["data"].values()}
+        if streams != {self.num_envs}:
+            raise ValueError(f"saved replay has {sorted(streams)[0]} environment streams, this one env_num={self.num_envs}")
         if count > self.length or set(state["data"]) != set(self.data):
             raise ValueError(
                 f"saved replay ({count} rows, keys {sorted(state['data'])}) does not fit this replay "

@@ -91,10 +91,14 @@ class Runner:
         state.last_checkpoint = state.step
 
     def restore(self) -> bool:
-        """Continue from the run directory's checkpoint, if there is one."""
+        """Continue from the run directory's newest loadable checkpoint, if there is one."""
+        self.checkpoints.remove_orphans()
         if not self.checkpoints.exists():
             return False
-        saved = self.checkpoints.load()
+        try:
+            saved, _ = self.checkpoints.load()
+        except ValueError as error:
+            raise ConfigError(f"resume={self.run_dir}: {error}") from None
         try:
             self.agent.load_state_dict(saved["agent"])
             self.agent.optimizer.load_state_dict(saved["optimizer"])

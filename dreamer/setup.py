@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dreamer.accelerate import keep_freed_memory, usable_speed_settings
 from dreamer.agent import Agent
+from dreamer.checkpoint import Checkpoints
 from dreamer.config import ConfigError
 from dreamer.envs import EnvBatch
 from dreamer.envs.base import ActionSpace, Env, EnvSetupError
@@ -79,13 +80,26 @@ def env_spaces(make_env: Callable[..., Env], seed: int = 0) -> tuple[dict[str, t
 
 
 def check_buildable(cfg: DictConfig) -> None:
-    """Build the configured environment once and match its observations to the encoders:
-    raises :class:`ConfigError` with the environment's own one-line reason."""
+    """Build the configured environment once, and the agent on the meta device (shapes,
+    no memory): raises :class:`ConfigError` with the one-line reason an environment, an
+    objective, a model size or a debug hook cannot work."""
+    from hydra.errors import InstantiationException
+
+    plain = OmegaConf.merge(cfg, {"compile": False, "cuda_graphs": False, "precision": "fp32"})
     try:
-        obs_space, _ = env_spaces(env_factory(cfg))
-        encoder_keys(obs_space, cfg.model.cnn_keys, cfg.model.mlp_keys)
-    except (EnvSetupError, ValueError) as error:
-        raise ConfigError(str(error)) from None
+        obs_space, action_space = env_spaces(env_factory(cfg))
+        with torch.device("meta"):
+            agent = build_agent(plain, obs_space, action_space, torch.device("meta"))
+    except (EnvSetupError, ValueError, TypeError, InstantiationException) as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        if isinstance(error, InstantiationException):  # "Error locating target 'x', set env var ...", "full_key: k"
+            key = lines[-1].removeprefix("full_key: ") if len(lines) > 1 else "a _target_"
+            raise ConfigError(f"{key}: {lines[0].split(', set env var')[0]}") from None
+        raise ConfigError(" ".join(lines[:2])) from None
+    losses = sorted(agent.loss_scales)
+    if cfg.debug.inject_nan is not None and cfg.debug.inject_nan not in losses:
+        raise ConfigError(f"debug.inject_nan={cfg.debug.inject_nan} is not a loss of this agent; "
+                          f"choose one of: {', '.join(losses)}")
 
 
 def build_agent(cfg: DictConfig, obs_space: dict, action_space: ActionSpace, device: torch.device) -> Agent:
@@ -147,3 +161,28 @@ def build_training(cfg: DictConfig, run_dir: Path, device: torch.device) -> Trai
     agent.inject_nan = cfg.debug.inject_nan
     replay = build_replay(cfg.replay.capacity, cfg.env_num, envs.obs_space, envs.action_space, agent, cfg.seed)
     return TrainingParts(envs, eval_envs, agent, replay, build_logger(cfg, run_dir))
+
+
+def check_resumable(cfg: DictConfig, run_dir: Path) -> None:
+    """Load the run's newest loadable checkpoint into the agent and replay this
+    configuration builds (eager, on the CPU), so that a resume that cannot continue stops
+    with one line before anything in the run directory changes."""
+    try:
+        saved, _ = Checkpoints(run_dir, cfg.checkpoint.keep).load()
+    except ValueError as error:
+        raise ConfigError(f"resume={run_dir}: {error}") from None
+    cpu = OmegaConf.merge(cfg, {"compile": False, "cuda_graphs": False, "precision": "fp32"})
+    obs_space, action_space = env_spaces(env_factory(cfg))
+    agent = build_agent(cpu, obs_space, action_space, torch.device("cpu"))
+    try:
+        agent.load_state_dict(saved["agent"])
+        agent.optimizer.load_state_dict(saved["optimizer"])
+        replay = build_replay(cfg.replay.capacity, cfg.env_num, obs_space, action_space, agent, cfg.seed)
+        replay.load_state_dict(saved["replay"])
+    except (RuntimeError, ValueError, KeyError) as error:  # torch lists every mismatch: name the first
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        detail = (lines[1] if len(lines) > 1 else lines[0]) if lines else type(error).__name__
+        raise ConfigError(
+            f"resume={run_dir}: its checkpoint does not fit the agent this configuration builds "
+            f"({detail[:200]}); drop the overrides that change the model, the replay or env_num"
+        ) from None

@@ -19,9 +19,11 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from dreamer import rundir
+from dreamer.checkpoint import CheckpointWriteError
 from dreamer.config import CONF_DIR, ConfigError, check
 from dreamer.runner import NonFiniteLossError, Runner
-from dreamer.setup import build_training, check_buildable, prepare_process
+from dreamer.setup import build_training, check_buildable, check_resumable, prepare_process
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +33,14 @@ HELP_FLAGS = ("--help", "-h", "--cfg", "-c", "--info", "--hydra-help")
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    try:
+        rundir.lock(run_dir)  # already held when the command line named the directory
+        if cfg.resume is None:
+            rundir.refuse_overwrite(run_dir)
+        rundir.write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
     device = prepare_process(cfg)
     runner = Runner(cfg, build_training(cfg, run_dir, device), run_dir)
     try:
@@ -40,7 +48,7 @@ def main(cfg: DictConfig) -> float:
         parameters = sum(p.numel() for p in runner.agent.parameters())
         log.info("agent has %.2fM parameters on %s; run dir %s", parameters / 1e6, device, run_dir)
         result = runner.run()
-    except NonFiniteLossError as error:
+    except (NonFiniteLossError, CheckpointWriteError) as error:
         log.error("%s", error)
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
@@ -84,9 +92,10 @@ def sweep_jobs(overrides: list[str], multirun: bool, config_loader) -> list[list
     return [job for batch in BasicSweeper.split_arguments(parsed, max_batch_size=None) for job in batch]
 
 
-def check_command_line(arguments: list[str]) -> None:
+def check_command_line(arguments: list[str]) -> DictConfig:
     """Compose and check every run the command line asks for, before Hydra creates any
-    output directory.  Environments are built once per distinct environment setting."""
+    output directory.  Environments are built once per distinct environment setting.
+    Returns the last job's configuration."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
@@ -112,6 +121,22 @@ def check_command_line(arguments: list[str]) -> None:
             if environment not in probed:
                 check_buildable(cfg)
                 probed.add(environment)
+    return cfg
+
+
+def claim_run_directory(arguments: list[str], cfg: DictConfig) -> None:
+    """For a single run in a directory the command line names (``hydra.run.dir=``, or
+    ``resume=``): check that a resume can continue its checkpoint, or that a new run does
+    not land on one, then hold the directory's lock; all before Hydra writes into it."""
+    named = [arg.partition("=")[2] for arg in arguments if arg.startswith("hydra.run.dir=")]
+    if not named or any(arg in ("-m", "--multirun") for arg in arguments):
+        return  # default run directories are new; each job of a sweep locks its own
+    run_dir = Path(named[-1]).expanduser()
+    if cfg.resume is not None:
+        check_resumable(cfg, run_dir)
+    else:
+        rundir.refuse_overwrite(run_dir)
+    rundir.lock(run_dir)
 
 
 def resume_arguments(arguments: list[str]) -> list[str]:
@@ -122,7 +147,7 @@ def resume_arguments(arguments: list[str]) -> list[str]:
     if not chosen:
         return arguments
     run_dir = Path(chosen[-1].partition("=")[2]).expanduser()
-    if not (run_dir / "checkpoint.pt").exists():
+    if not rundir.holds_checkpoint(run_dir):
         raise ConfigError(f"resume={run_dir} has no checkpoint.pt; give a run directory that holds one")
     overrides_file = run_dir / ".hydra" / "overrides.yaml"
     original = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
@@ -135,7 +160,7 @@ def cli() -> None:
     try:
         arguments = resume_arguments(arguments)
         if not any(arg in HELP_FLAGS for arg in arguments):
-            check_command_line(arguments)
+            claim_run_directory(arguments, check_command_line(arguments))
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

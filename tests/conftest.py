@@ -23,14 +23,24 @@ QUICK = [*COMPILED, "compile=false"]
 DEVICE = torch.device(os.environ.get("DREAMER_TEST_DEVICE", "cpu"))
 
 
-def run_cli(*overrides: str, module: str = "dreamer.train", timeout: int = 300,
-            pythonpath: str | None = None) -> subprocess.CompletedProcess:
-    """``python -m <module> <overrides>`` from the repository root."""
+def cli_environment(pythonpath: str | None = None) -> dict:
     path = os.pathsep.join(p for p in (str(ROOT), pythonpath) if p)
-    env = {**os.environ, "PYTHONPATH": path, "HYDRA_FULL_ERROR": "0"}
-    return subprocess.run(
-        [sys.executable, "-m", module, *overrides], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
-    )
+    return {**os.environ, "PYTHONPATH": path, "HYDRA_FULL_ERROR": "0"}
+
+
+def run_cli(*overrides: str, module: str = "dreamer.train", timeout: int = 300,
+            pythonpath: str | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """``python -m <module> <overrides>``, from the repository root unless ``cwd`` is given."""
+    return subprocess.run([sys.executable, "-m", module, *overrides], cwd=cwd, env=cli_environment(pythonpath),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def start_cli(*overrides: str, cwd: Path = ROOT, threads: int | None = None) -> subprocess.Popen:
+    """``python -m dreamer.train <overrides>`` in the background, with ``threads`` torch
+    threads (give runs side by side one core each); stderr is kept."""
+    env = cli_environment() | ({"OMP_NUM_THREADS": str(threads)} if threads else {})
+    return subprocess.Popen([sys.executable, "-m", "dreamer.train", *overrides], cwd=cwd, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
 def read_metrics(run_dir: Path) -> list[dict]:

@@ -49,3 +49,24 @@ def test_sweep_expanded_by_hydras_own_parser_is_checked_before_any_job(tmp_path)
     result = run_cli("-m", "seed=range(-1,1)", f"hydra.sweep.dir={tmp_path / 'sweep'}")
     assert result.returncode == 2 and "seed=-1 is invalid" in result.stderr
     assert not (tmp_path / "sweep").exists()
+
+
+GROUP_CASES = [
+    ("env.action_repeat=0", "env.action_repeat=0 is invalid; it must be a whole number >= 1"),
+    ("env.action_repeat=two", "env.action_repeat=two is invalid; it must be a whole number >= 1"),
+    ("optimizer.lr=-1e-4", "optimizer.lr=-0.0001 is invalid; it must be a number > 0"),
+    ("optimizer.warmup=1.5", "optimizer.warmup=1.5 is invalid; it must be a whole number >= 0"),
+    ("debug.inject_nan=bogus", "debug.inject_nan=bogus is not a loss of this agent; choose one of: actor, barlow"),
+    ("model.deter=250", "must divide into 4 blocks"),
+    ("rep_variant._target_=nowhere.Objective", "rep_variant: Error locating target 'nowhere.Objective'"),
+]
+
+
+@pytest.mark.parametrize("overrides, message", GROUP_CASES)
+def test_bad_group_values_stop_before_any_directory(tmp_path, overrides, message):
+    run_dir = tmp_path / "run"
+    result = run_cli(*overrides.split(), f"hydra.run.dir={run_dir}")
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert not run_dir.exists()
