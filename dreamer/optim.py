@@ -159,7 +159,8 @@ class Optimizer:
 class LaPropAGC(Optimizer):
     """LaProp (lr 4e-5, ε 1e-20) with adaptive gradient clipping (0.3, pmin 1e-3)."""
 
-    def __init__(self, params, lr=4e-5, betas=(0.9, 0.999), eps=1e-20, agc=0.3, pmin=1e-3, warmup=1000):
+    def __init__(self, params: Iterable[torch.Tensor], lr: float = 4e-5, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-20, agc: float = 0.3, pmin: float = 1e-3, warmup: int = 1000):
         super().__init__(params, lr, warmup)
         self.agc, self.pmin = agc, pmin
         self.optimizer = LaProp(self.params, lr=lr, betas=betas, eps=eps)
@@ -171,7 +172,8 @@ class LaPropAGC(Optimizer):
 class AdamClip(Optimizer):
     """Adam with global-norm gradient clipping."""
 
-    def __init__(self, params, lr=1e-4, betas=(0.9, 0.999), eps=1e-8, clip_norm=100.0, warmup=1000):
+    def __init__(self, params: Iterable[torch.Tensor], lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, clip_norm: float = 100.0, warmup: int = 1000):
         super().__init__(params, lr, warmup)
         self.clip_norm = clip_norm
         self.optimizer = Adam(self.params, lr=lr, betas=betas, eps=eps)

@@ -3,8 +3,13 @@ logger.  The entry points call these; nothing else reads the configuration to bu
 
 from __future__ import annotations
 
+import collections.abc
+import importlib
+import inspect
 import logging
 import random
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -79,6 +84,62 @@ def env_spaces(make_env: Callable[..., Env], seed: int = 0) -> tuple[dict[str, t
         env.close()
 
 
+GROUPS_WITH_TARGETS = ("env", "rep_variant", "optimizer", "model.world_model", "model.actor_critic")
+
+
+def fits(value, annotation) -> bool:
+    """Whether a configuration value fits a constructor's type hint (plain types, optional,
+    unions, sequences and dicts of them; anything else is accepted)."""
+    origin, arguments = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is typing.Any or annotation is inspect.Parameter.empty:
+        return True
+    if annotation is type(None):
+        return value is None
+    if origin in (typing.Union, types.UnionType):
+        return any(fits(value, option) for option in arguments)
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if origin in (tuple, list, collections.abc.Sequence):
+        element = arguments[0] if arguments and (origin is not tuple or len(arguments) == 1 or arguments[1] is ...) else None
+        elements = arguments if origin is tuple and arguments and arguments[-1] is not ... else None
+        if not isinstance(value, (list, tuple)) or (elements and len(elements) != len(value)):
+            return False
+        return all(fits(item, element if elements is None else elements[i]) for i, item in enumerate(value)) \
+            if element is not None or elements else True
+    if origin is dict:
+        return isinstance(value, dict) and (not arguments or all(fits(item, arguments[1]) for item in value.values()))
+    return True
+
+
+def check_arguments(cfg: DictConfig) -> None:
+    """Each group's values against the type hints of the constructor its ``_target_`` names:
+    an unknown argument or a value of the wrong type is a one-line :class:`ConfigError`."""
+    for group in GROUPS_WITH_TARGETS:
+        node = OmegaConf.to_container(OmegaConf.select(cfg, group), resolve=True)
+        module, _, attribute = node["_target_"].rpartition(".")
+        try:
+            target = getattr(importlib.import_module(module), attribute)
+        except (ImportError, AttributeError, ValueError) as error:
+            raise ConfigError(f"{group}._target_={node['_target_']} cannot be imported ({error})") from None
+        parameters = inspect.signature(target).parameters
+        hints = typing.get_type_hints(target.__init__ if inspect.isclass(target) else target)
+        for name, value in node.items():
+            if name.startswith("_"):
+                continue
+            if name not in parameters and not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+                raise ConfigError(f"{group}.{name} is not an argument of {node['_target_']}; "
+                                  f"its arguments: {', '.join(p for p in parameters if p not in ('self', 'context'))}")
+            if name in hints and not fits(value, hints[name]):
+                hint = hints[name].__name__ if isinstance(hints[name], type) else str(hints[name]).replace("typing.", "")
+                raise ConfigError(f"{group}.{name}={value} is invalid: {node['_target_']} takes {hint}")
+
+
 def check_buildable(cfg: DictConfig) -> None:
     """Build the configured environment once, and the agent on the meta device (shapes,
     no memory): raises :class:`ConfigError` with the one-line reason an environment, an
@@ -87,6 +148,7 @@ def check_buildable(cfg: DictConfig) -> None:
 
     plain = OmegaConf.merge(cfg, {"compile": False, "cuda_graphs": False, "precision": "fp32"})
     try:
+        check_arguments(cfg)
         obs_space, action_space = env_spaces(env_factory(cfg))
         with torch.device("meta"):
             agent = build_agent(plain, obs_space, action_space, torch.device("meta"))

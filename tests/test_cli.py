@@ -51,3 +51,11 @@ def test_multirun_sweeps_all_four_variants(tmp_path):
         assert any("train/loss/total" in row for row in rows)
     assert variants == {"ReconstructionObjective", "BarlowTwinsObjective", "InfoNCEObjective", "PrototypeObjective"}
     assert list(tmp_path.glob("0/openloop/*.png"))  # the dreamer job renders open-loop predictions
+
+
+def test_hydra_range_sweep_runs_every_job(tmp_path):
+    result = run_cli("-m", "seed=range(0,2)", *QUICK, "steps=40", "train_ratio=8", "eval_every=0",
+                     f"hydra.sweep.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    seeds = sorted(yaml.safe_load((job / "config.yaml").read_text())["seed"] for job in tmp_path.iterdir() if job.is_dir())
+    assert seeds == [0, 1]

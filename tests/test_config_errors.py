@@ -58,7 +58,11 @@ GROUP_CASES = [
     ("optimizer.warmup=1.5", "optimizer.warmup=1.5 is invalid; it must be a whole number >= 0"),
     ("debug.inject_nan=bogus", "debug.inject_nan=bogus is not a loss of this agent; choose one of: actor, barlow"),
     ("model.deter=250", "must divide into 4 blocks"),
-    ("rep_variant._target_=nowhere.Objective", "rep_variant: Error locating target 'nowhere.Objective'"),
+    ("rep_variant.scale=abc", "rep_variant.scale=abc is invalid: dreamer.representation.r2dreamer.BarlowTwinsObjective takes float"),
+    ("optimizer.betas=[0.9]", "optimizer.betas=[0.9] is invalid: dreamer.optim.LaPropAGC takes tuple[float, float]"),
+    ("model.actor_critic.horizon=1.5", "model.actor_critic.horizon=1.5 is invalid: dreamer.actor_critic.ActorCritic takes int"),
+    ("+rep_variant.scal=1", "rep_variant.scal is not an argument of dreamer.representation.r2dreamer.BarlowTwinsObjective"),
+    ("rep_variant._target_=nowhere.Objective", "rep_variant._target_=nowhere.Objective cannot be imported"),
 ]
 
 
@@ -70,3 +74,18 @@ def test_bad_group_values_stop_before_any_directory(tmp_path, overrides, message
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
     assert not run_dir.exists()
+
+
+@pytest.mark.parametrize("hint, good, bad", [
+    (float, [1, 2.5], ["1", True, None]),
+    (int, [3], [3.0, False]),
+    (int | None, [None, 2], ["2"]),
+    (tuple[float, float], [[0.9, 0.999], (1, 2)], [[0.9], [0.9, "x"], 0.9]),
+    (tuple[int, ...], [[1, 2, 3], []], [[1.5]]),
+    (dict[str, float] | None, [{"a": 1.0}, None], [{"a": "x"}]),
+])
+def test_values_are_matched_against_constructor_type_hints(hint, good, bad):
+    from dreamer.setup import fits
+
+    assert all(fits(value, hint) for value in good)
+    assert not any(fits(value, hint) for value in bad)
