@@ -3,11 +3,14 @@ metric rows a resume redoes."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import os
 import pickle
 import random
+import secrets
 from pathlib import Path
 
 import numpy as np
@@ -146,12 +149,48 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def pickled(objects) -> bytes | None:
-    """``objects`` pickled (environments, for an exact resume), or None where they cannot be."""
+def signing_key() -> bytes | None:
+    """This user's key for signing pickled state, created on first use (readable by the user
+    only); None where it cannot be stored."""
+    path = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "r2dreamer" / "checkpoint.key"
     try:
-        return pickle.dumps(objects)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "wb") as file:
+                file.write(secrets.token_bytes(32))
+        return path.read_bytes()
+    except FileExistsError:  # another process created it just now
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def signature(data: bytes) -> str | None:
+    key = signing_key()
+    return None if key is None else hmac.new(key, data, hashlib.sha256).hexdigest()
+
+
+def pickled(objects) -> dict | None:
+    """``objects`` pickled (environments, for an exact resume) and signed with this user's
+    key, or None where they cannot be pickled."""
+    try:
+        data = pickle.dumps(objects)
     except Exception:  # rendering back-ends and simulators often hold unpicklable handles
         return None
+    return {"data": data, "signature": signature(data)}
+
+
+def unpickled(saved: dict | None):
+    """What :func:`pickled` stored, if this user's key signed it; otherwise None (with a
+    warning): unpickling runs code, so only state this user wrote is unpickled."""
+    if not saved:
+        return None
+    expected = signature(saved["data"])
+    if expected is None or saved["signature"] is None or not hmac.compare_digest(expected, saved["signature"]):
+        log.warning("the checkpoint's environment state was not signed by this user's key; new episodes start instead")
+        return None
+    return pickle.loads(saved["data"])
 
 
 def truncate_metrics(path: Path, last_step: int) -> None:

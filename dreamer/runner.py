@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import math
-import pickle
 import signal
 import time
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from dreamer.checkpoint import Checkpoints, pickled, rng_state, set_rng_state, truncate_metrics
+from dreamer.checkpoint import Checkpoints, pickled, rng_state, set_rng_state, truncate_metrics, unpickled
 from dreamer.config import ConfigError
 from dreamer.envs.base import pop_log_keys
 from dreamer.evaluation import evaluate
@@ -113,10 +112,11 @@ class Runner:
         if saved["latent"] is not None:
             self.state.latent = Latent(*saved["latent"]).to(self.agent.device)
         self.means.sums, self.means.counts = saved["means"]
-        for batch, pickled_envs in ((self.envs, saved["envs"]), (self.eval_envs, saved["eval_envs"])):
-            if pickled_envs is not None:
+        for batch, saved_envs in ((self.envs, saved["envs"]), (self.eval_envs, saved["eval_envs"])):
+            envs = unpickled(saved_envs)
+            if envs is not None:
                 batch.close()
-                batch.envs = pickle.loads(pickled_envs)
+                batch.envs = envs
             elif batch is self.envs:
                 self.state.obs = None  # episodes in flight are lost; start new ones
         set_rng_state(saved["rng"])

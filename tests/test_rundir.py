@@ -213,3 +213,19 @@ def test_read_only_location_is_one_line(small_filesystem):
     result = run_cli(*SHORT, "steps=100", f"hydra.run.dir={disk / 'run'}")
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: cannot use run directory {disk / 'run'}: Read-only file system"
+
+
+def test_resume_unpickles_only_environment_state_this_user_signed(trained):
+    import pickle
+
+    from dreamer.checkpoint import load_file
+
+    marker = trained / "ran"
+    saved = load_file(trained / "checkpoint.pt")
+    assert saved["envs"]["signature"]  # written and signed by this user's run
+    saved["envs"] = {"data": pickle.dumps(Touch(marker)), "signature": "0" * 64}
+    torch.save(saved, trained / "checkpoint.pt")
+    result = run_cli(f"resume={trained}", "steps=150")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert not marker.exists()
+    assert "not signed by this user's key; new episodes start instead" in (trained / "train.log").read_text()
