@@ -136,9 +136,9 @@ class BenchConfig(Config):
 
 
 ConfigStore.instance().store(name="schema", node=Config)
+ConfigStore.instance().store(name="bench_schema", node=BenchConfig)
 # ${pid:} in conf/config.yaml's run directories: two runs started in the same second differ.
 OmegaConf.register_new_resolver("pid", os.getpid, replace=True)
-ConfigStore.instance().store(name="bench_schema", node=BenchConfig)
 
 
 def _check_ranges(node: DictConfig, schema: type, prefix: str = "") -> None:
