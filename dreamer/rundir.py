@@ -38,6 +38,13 @@ def lock(run_dir: Path) -> None:
     _held[run_dir] = descriptor
 
 
+def release(run_dir: Path) -> None:
+    """Give up this process's lock on ``run_dir`` (a sweep's jobs run one after another in one process)."""
+    descriptor = _held.pop(Path(run_dir).resolve(), None)
+    if descriptor is not None:
+        os.close(descriptor)  # closing the descriptor releases the flock
+
+
 def holds_checkpoint(run_dir: Path) -> bool:
     run_dir = Path(run_dir)
     return (run_dir / "checkpoint.pt").exists() or any((run_dir / "checkpoints").glob("step_*.pt"))

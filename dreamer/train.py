@@ -41,6 +41,14 @@ def main(cfg: DictConfig) -> float:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    try:
+        return train(cfg, run_dir)
+    finally:
+        rundir.release(run_dir)
+
+
+def train(cfg: DictConfig, run_dir: Path) -> float:
+    """Build the run's parts, continue its checkpoint if there is one, and run the loop."""
     device = prepare_process(cfg)
     runner = Runner(cfg, build_training(cfg, run_dir, device), run_dir)
     try:

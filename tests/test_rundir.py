@@ -229,3 +229,15 @@ def test_resume_unpickles_only_environment_state_this_user_signed(trained):
     assert result.returncode == 0, result.stderr[-2000:]
     assert not marker.exists()
     assert "not signed by this user's key; new episodes start instead" in (trained / "train.log").read_text()
+
+
+def test_a_released_lock_can_be_taken_by_another_process(tmp_path):
+    import subprocess
+    import sys
+
+    take = ("import sys; from dreamer import rundir; from dreamer.config import ConfigError\n"
+            "try: rundir.lock(sys.argv[1])\nexcept ConfigError: sys.exit(3)")
+    rundir.lock(tmp_path)
+    assert subprocess.run([sys.executable, "-c", take, str(tmp_path)]).returncode == 3
+    rundir.release(tmp_path)
+    assert subprocess.run([sys.executable, "-c", take, str(tmp_path)]).returncode == 0
