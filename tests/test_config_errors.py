@@ -1,8 +1,39 @@
-"""Bad configuration stops before anything starts: one line, exit code 2, no output."""
+"""Bad configuration stops before anything starts: one line, exit code 2, no output.
+
+A few cases run the real command line; the rest call the same checks in this process
+(what ``dreamer.train`` runs before Hydra starts), which is much faster."""
 
 import pytest
 
 from conftest import run_cli
+from dreamer.config import ConfigError
+
+THROUGH_THE_COMMAND_LINE = {"model=huge", "env.id=CartPol-v1", "batch_size=1.5", "steps=0", "rep_variant.scale=abc",
+                            "debug.inject_nan=bogus", "nosuchkey=3"}
+
+
+def refusal(*arguments: str) -> str:
+    """The one-line reason ``python -m dreamer.train <arguments>`` stops before starting."""
+    from dreamer.train import check_command_line, claim_run_directory, resume_arguments
+
+    with pytest.raises(ConfigError) as refused:
+        arguments = resume_arguments(list(arguments))
+        claim_run_directory(arguments, check_command_line(arguments))
+    return str(refused.value)
+
+
+def assert_refused(tmp_path, overrides: str, message: str) -> None:
+    run_dir = tmp_path / "run"
+    if overrides in THROUGH_THE_COMMAND_LINE:
+        result = run_cli(*overrides.split(), f"hydra.run.dir={run_dir}")
+        assert result.returncode == 2, result.stderr[-2000:]
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+        assert "Traceback" not in result.stderr
+    else:
+        reason = refusal(*overrides.split(), f"hydra.run.dir={run_dir}")
+        assert "\n" not in reason and message in reason, reason
+    assert not run_dir.exists()
 
 CASES = [
     ("model=huge", "model=huge is not a known option; choose one of:"),
@@ -30,13 +61,7 @@ CASES = [
 
 @pytest.mark.parametrize("overrides, message", CASES)
 def test_bad_config_one_line_exit_2_and_no_output(tmp_path, overrides, message):
-    run_dir = tmp_path / "run"
-    result = run_cli(*overrides.split(), f"hydra.run.dir={run_dir}")
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
-    assert "Traceback" not in result.stderr
-    assert not run_dir.exists()
+    assert_refused(tmp_path, overrides, message)
 
 
 def test_bad_value_inside_a_sweep_is_caught_before_any_job(tmp_path):
@@ -68,12 +93,7 @@ GROUP_CASES = [
 
 @pytest.mark.parametrize("overrides, message", GROUP_CASES)
 def test_bad_group_values_stop_before_any_directory(tmp_path, overrides, message):
-    run_dir = tmp_path / "run"
-    result = run_cli(*overrides.split(), f"hydra.run.dir={run_dir}")
-    assert result.returncode == 2, result.stderr[-2000:]
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], result.stderr
-    assert not run_dir.exists()
+    assert_refused(tmp_path, overrides, message)
 
 
 @pytest.mark.parametrize("hint, good, bad", [
