@@ -116,6 +116,7 @@ class Config:
     nonfinite: NonfiniteConfig = field(default_factory=NonfiniteConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
     resume: Optional[str] = None
+    experiment: Optional[str] = None  # the preset (conf/experiment/) a sweep runs; names its directory
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
 

@@ -11,11 +11,14 @@ Examples::
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import hydra
+import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
@@ -50,6 +53,11 @@ def main(cfg: DictConfig) -> float:
 def train(cfg: DictConfig, run_dir: Path) -> float:
     """Build the run's parts, continue its checkpoint if there is one, and run the loop."""
     device = prepare_process(cfg)
+    jobs_at_once = HydraConfig.get().launcher.get("n_jobs")  # a parallel launcher's jobs (joblib)
+    if jobs_at_once:
+        cores = os.cpu_count() or 1
+        torch.set_num_threads(max(1, cores // (cores if jobs_at_once < 0 else jobs_at_once)))
+        log.info("%d torch thread(s): %d jobs at once on %d cores", torch.get_num_threads(), jobs_at_once, cores)
     runner = Runner(cfg, build_training(cfg, run_dir, device), run_dir)
     try:
         runner.restore()
@@ -88,16 +96,22 @@ def one_line(error: Exception) -> str:
     return " ".join(lines[:3])
 
 
-def sweep_jobs(overrides: list[str], multirun: bool, config_loader) -> list[list[str]]:
-    """The override list of every job the command line asks for, expanded by Hydra's own
-    parser (``a=1,2``, ``range(0,3)``, ``glob(*)``)."""
-    if not multirun:
-        return [overrides]
+def sweep_jobs(overrides: list[str], multirun: bool, compose: Callable, config_loader) -> list[list[str]]:
+    """The override list of every job the command line asks for, expanded as Hydra's basic
+    sweeper does: a preset's ``hydra.sweeper.params`` first, then the command line
+    (``a=1,2``, ``range(0,3)``, ``glob(*)``)."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    parsed = OverridesParser.create(config_loader=config_loader).parse_overrides(overrides)
-    return [job for batch in BasicSweeper.split_arguments(parsed, max_batch_size=None) for job in batch]
+    parser = OverridesParser.create(config_loader=config_loader)
+    parsed = parser.parse_overrides(overrides)
+    single = [override.input_line for override in parsed if not override.is_sweep_override()]
+    hydra_config = compose("train", overrides=single, return_hydra_config=True).hydra  # also checks hydra/ choices
+    if not multirun:
+        return [overrides]
+    params = [f"{key}={value}" for key, value in (hydra_config.sweeper.get("params") or {}).items()]
+    return [job for batch in BasicSweeper.split_arguments(parser.parse_overrides(params + overrides), None)
+            for job in batch]
 
 
 def check_command_line(arguments: list[str]) -> DictConfig:
@@ -114,7 +128,7 @@ def check_command_line(arguments: list[str]) -> DictConfig:
     probed = set()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         try:
-            jobs = sweep_jobs(overrides, multirun, GlobalHydra.instance().config_loader())
+            jobs = sweep_jobs(overrides, multirun, compose, GlobalHydra.instance().config_loader())
         except (HydraException, OmegaConfBaseException) as error:
             raise ConfigError(one_line(error)) from None
         for job in jobs:

@@ -6,10 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from dreamer.config import CONF_DIR
+from dreamer.config import CONF_DIR, ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 # compile=false: torch.compile's first calls cost seconds per shape; tests that need the
@@ -70,3 +71,13 @@ def make_agent(*overrides: str):
     replay = synthetic_replay(agent, env.obs_space, env.action_space, 16, seed=0)
     batch, start, _ = replay.sample(4, 16, DEVICE)
     return agent, batch, start
+
+
+def refusal(*arguments: str) -> str:
+    """The one-line reason ``python -m dreamer.train <arguments>`` stops before starting."""
+    from dreamer.train import check_command_line, claim_run_directory, resume_arguments
+
+    with pytest.raises(ConfigError) as refused:
+        arguments = resume_arguments(list(arguments))
+        claim_run_directory(arguments, check_command_line(arguments))
+    return str(refused.value)

@@ -5,21 +5,10 @@ A few cases run the real command line; the rest call the same checks in this pro
 
 import pytest
 
-from conftest import run_cli
-from dreamer.config import ConfigError
+from conftest import refusal, run_cli
 
 THROUGH_THE_COMMAND_LINE = {"model=huge", "env.id=CartPol-v1", "batch_size=1.5", "steps=0", "rep_variant.scale=abc",
                             "debug.inject_nan=bogus", "nosuchkey=3"}
-
-
-def refusal(*arguments: str) -> str:
-    """The one-line reason ``python -m dreamer.train <arguments>`` stops before starting."""
-    from dreamer.train import check_command_line, claim_run_directory, resume_arguments
-
-    with pytest.raises(ConfigError) as refused:
-        arguments = resume_arguments(list(arguments))
-        claim_run_directory(arguments, check_command_line(arguments))
-    return str(refused.value)
 
 
 def assert_refused(tmp_path, overrides: str, message: str) -> None:

@@ -1,0 +1,48 @@
+"""Paper experiments as presets: one command expands to every job, runs them through a
+Hydra launcher, and names each job's directory after its task, objective and seed."""
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from conftest import read_metrics, refusal, run_cli
+from dreamer.config import CONF_DIR
+from dreamer.train import sweep_jobs
+
+VARIANTS = ["dreamer", "dreamerpro", "infonce", "r2dreamer"]
+
+
+def jobs(*arguments: str) -> list[list[str]]:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return sweep_jobs(list(arguments), True, compose, GlobalHydra.instance().config_loader())
+
+
+@pytest.mark.parametrize("arguments, count", [
+    (["+experiment=ablation_smoke"], 4 * 2),
+    (["+experiment=ablation"], 4 * 3 * 5),
+    (["+experiment=ablation", "env.task=walker_walk", "seed=0,100"], 4 * 1 * 2),  # the command line wins
+])
+def test_preset_expands_to_every_job(arguments, count):
+    assert len(jobs(*arguments)) == count
+
+
+def test_ablation_smoke_runs_eight_jobs_two_at_a_time_in_readable_directories(tmp_path):
+    result = run_cli("-m", "+experiment=ablation_smoke", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                     f"hydra.sweep.dir={tmp_path}", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for variant in VARIANTS:
+        for seed in (0, 100):
+            run_dir = tmp_path / "CartPole-v1" / variant / f"seed{seed}"
+            rows = read_metrics(run_dir)
+            assert rows[-1]["step"] == 200 and "eval/return" in rows[-1], run_dir
+            assert "torch thread(s): 2 jobs at once" in (run_dir / "train.log").read_text()
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["-m", "+experiment=nope"], "experiment=nope is not a known option; choose one of: ablation"),
+    (["-m", "+experiment=ablation_smoke", "hydra/launcher=nope"], "hydra/launcher=nope is not a known option"),
+    (["-m", "+experiment=ablation_smoke", "seed=0,-1"], "seed=-1 is invalid"),
+])
+def test_bad_preset_launcher_or_swept_value_stops_before_any_job(tmp_path, arguments, message):
+    assert message in refusal(*arguments, f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert not (tmp_path / "sweep").exists()
