@@ -21,6 +21,14 @@ def jobs(*arguments: str) -> list[list[str]]:
     (["+experiment=ablation_smoke"], 4 * 2),
     (["+experiment=ablation"], 4 * 3 * 5),
     (["+experiment=ablation", "env.task=walker_walk", "seed=0,100"], 4 * 1 * 2),  # the command line wins
+    (["+experiment=dmc_vision"], 4 * 20 * 5),
+    (["+experiment=dmc_proprio"], 4 * 20 * 5),
+    (["+experiment=dmc_subtle"], 4 * 5 * 5),
+    (["+experiment=metaworld"], 4 * 50 * 5),
+    (["+experiment=atari100k"], 4 * 26 * 5),
+    (["+experiment=crafter"], 4 * 1 * 5),
+    (["+experiment=dmc_vision_smoke"], 4 * 2 * 2),
+    (["+experiment=crafter_smoke"], 4 * 1 * 2),
 ])
 def test_preset_expands_to_every_job(arguments, count):
     assert len(jobs(*arguments)) == count
@@ -46,3 +54,14 @@ def test_ablation_smoke_runs_eight_jobs_two_at_a_time_in_readable_directories(tm
 def test_bad_preset_launcher_or_swept_value_stops_before_any_job(tmp_path, arguments, message):
     assert message in refusal(*arguments, f"hydra.sweep.dir={tmp_path / 'sweep'}")
     assert not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.parametrize("preset, steps, model, train_ratio", [
+    ("dmc_vision", 1_000_000, 2048, 512), ("dmc_proprio", 500_000, 2048, 512), ("atari100k", 400_000, 8192, 128),
+    ("dmc_vision_smoke", 200, 256, 32),
+])
+def test_preset_carries_the_suites_budget_model_and_train_ratio(preset, steps, model, train_ratio):
+    from conftest import compose_config
+
+    cfg = compose_config(f"+experiment={preset}")
+    assert (cfg.steps, cfg.model.deter, cfg.train_ratio, cfg.experiment) == (steps, model, train_ratio, preset)
