@@ -81,3 +81,20 @@ def test_log_keys_are_taken_out_of_the_observation():
     obs = {"image": np.zeros((2, 64, 64, 3), np.uint8), "log_success": np.ones(2, np.float32)}
     logs = pop_log_keys(obs)
     assert list(obs) == ["image"] and list(logs) == ["success"]
+
+
+def first_seeds_in_workers() -> list[float]:
+    batch = EnvBatch(partial(seeded, CountingEnv, 7), 2, workers=True)
+    try:
+        return batch.reset()["state"][:, 0].tolist()
+    finally:
+        batch.close()
+
+
+def test_workers_start_inside_a_joblib_loky_job():
+    """hydra/launcher=joblib runs each job in a loky worker, whose start method 'loky' a
+    spawned child cannot set up; the env workers still start there."""
+    import joblib
+
+    results = joblib.Parallel(n_jobs=2, backend="loky")(joblib.delayed(first_seeds_in_workers)() for _ in range(2))
+    assert results == [[7.0, 8.0], [7.0, 8.0]]

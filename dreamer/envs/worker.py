@@ -65,6 +65,10 @@ class WorkerEnv:
         self._start()
 
     def _start(self) -> None:
+        if multiprocessing.get_start_method(allow_none=True) not in (None, *multiprocessing.get_all_start_methods()):
+            # A job run by joblib's loky workers (hydra/launcher=joblib) has start method
+            # 'loky', which a spawned child tries to set and cannot; ours are plain spawns.
+            multiprocessing.set_start_method("spawn", force=True)
         self._connection, child = CONTEXT.Pipe()
         # A restarted env gets a new seed, so it does not replay the episodes it began with.
         index = self.index + RESTART_SEED_STRIDE * self.restarts
