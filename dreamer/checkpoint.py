@@ -71,14 +71,26 @@ def load_file(path: Path, mmap: bool = False) -> dict:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
 
 
-def readable(path: Path) -> str | None:
-    """None when ``path`` loads as a checkpoint of ours, else the reason it does not."""
+def load_checked(path: Path) -> tuple[dict | None, str | None]:
+    """``path`` loaded (its tensors memory-mapped) when it is a checkpoint of ours, else
+    None and the reason it is not."""
     try:
         state = load_file(path, mmap=True)
     except Exception as error:  # truncated, empty, not a torch file, ...
-        return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return None, str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     missing = [key for key in REQUIRED_KEYS if not isinstance(state, dict) or key not in state]
-    return f"it lacks {', '.join(missing)}" if missing else None
+    return (None, f"it lacks {', '.join(missing)}") if missing else (state, None)
+
+
+def readable(path: Path) -> str | None:
+    """None when ``path`` loads as a checkpoint of ours, else the reason it does not."""
+    return load_checked(path)[1]
+
+
+def mismatch_detail(error: Exception) -> str:
+    """The first mismatch of a failed ``load_state_dict`` (torch lists every one under a header line)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return (lines[1] if len(lines) > 1 else lines[0]) if lines else type(error).__name__
 
 
 REQUIRED_KEYS = ("step", "agent", "optimizer", "replay", "loop", "config")
@@ -125,11 +137,11 @@ class Checkpoints:
         """The newest checkpoint that loads, and its path; a one-line ValueError when none does."""
         reasons = []
         for path in self.candidates():
-            reason = readable(path)
+            state, reason = load_checked(path)
             if reason is None:
                 if reasons:
                     log.warning("%s; resuming from %s", "; ".join(reasons), path)
-                return load_file(path), path
+                return state, path
             reasons.append(f"{path} does not load ({reason[:120]})")
         raise ValueError("; ".join(reasons) or f"{self.run_dir} holds no checkpoint")
 

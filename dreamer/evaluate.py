@@ -21,7 +21,7 @@ import torch
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from dreamer.checkpoint import Checkpoints, load_file, readable
+from dreamer.checkpoint import Checkpoints, load_checked, mismatch_detail
 from dreamer.config import Config
 from dreamer.envs import EnvBatch
 from dreamer.evaluation import evaluate
@@ -61,10 +61,10 @@ def load(path: Path, device: torch.device):
             raise ValueError(f"checkpoint={path}: {error}") from None
     elif not path.exists():
         raise ValueError(f"checkpoint={path} does not exist; give a checkpoint.pt or a run directory holding one")
-    elif reason := readable(path):
-        raise ValueError(f"checkpoint={path} does not load ({reason[:160]}); give another checkpoint or its run directory")
     else:
-        saved = load_file(path)
+        saved, reason = load_checked(path)
+        if reason:
+            raise ValueError(f"checkpoint={path} does not load ({reason[:160]}); give another checkpoint or its run directory")
     try:
         cfg = OmegaConf.merge(OmegaConf.structured(Config), saved["config"])
     except OmegaConfBaseException as error:
@@ -76,8 +76,8 @@ def load(path: Path, device: torch.device):
     try:
         agent.load_state_dict(saved["agent"])
     except RuntimeError as error:
-        detail = next((line.strip() for line in str(error).splitlines()[1:] if line.strip()), str(error))
-        raise ValueError(f"checkpoint={path} does not fit the agent its configuration builds ({detail[:160]})") from None
+        raise ValueError(f"checkpoint={path} does not fit the agent its configuration builds "
+                         f"({mismatch_detail(error)[:160]})") from None
     return agent.eval(), make_env, saved["step"], path
 
 

@@ -7,6 +7,7 @@ import fcntl
 import os
 from pathlib import Path
 
+from dreamer.checkpoint import Checkpoints
 from dreamer.config import ConfigError
 
 LOCK_NAME = ".lock"
@@ -46,8 +47,7 @@ def release(run_dir: Path) -> None:
 
 
 def holds_checkpoint(run_dir: Path) -> bool:
-    run_dir = Path(run_dir)
-    return (run_dir / "checkpoint.pt").exists() or any((run_dir / "checkpoints").glob("step_*.pt"))
+    return Checkpoints(Path(run_dir), keep=0).exists()
 
 
 def refuse_overwrite(run_dir: Path) -> None:

@@ -15,7 +15,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from dreamer.checkpoint import Checkpoints, pickled, rng_state, set_rng_state, truncate_metrics, unpickled
+from dreamer.checkpoint import (
+    Checkpoints, mismatch_detail, pickled, rng_state, set_rng_state, truncate_metrics, unpickled,
+)
 from dreamer.config import ConfigError
 from dreamer.envs.base import pop_log_keys
 from dreamer.evaluation import evaluate
@@ -101,11 +103,10 @@ class Runner:
         try:
             self.agent.load_state_dict(saved["agent"])
             self.agent.optimizer.load_state_dict(saved["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as error:  # torch lists every mismatch: name the first
-            detail = next((line.strip() for line in str(error).splitlines()[1:] if line.strip()), str(error))
+        except (RuntimeError, ValueError, KeyError) as error:
             raise ConfigError(
                 f"resume={self.run_dir}: its checkpoint does not fit the agent this configuration builds "
-                f"({detail[:200]}); drop the overrides that change the model"
+                f"({mismatch_detail(error)[:200]}); drop the overrides that change the model"
             ) from None
         self.replay.load_state_dict(saved["replay"])
         self.state = LoopState(**saved["loop"])

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dreamer.accelerate import keep_freed_memory, usable_speed_settings
 from dreamer.agent import Agent
-from dreamer.checkpoint import Checkpoints
+from dreamer.checkpoint import Checkpoints, mismatch_detail
 from dreamer.config import ConfigError
 from dreamer.envs import EnvBatch
 from dreamer.envs.base import ActionSpace, Env, EnvSetupError
@@ -140,13 +140,18 @@ def check_arguments(cfg: DictConfig) -> None:
                 raise ConfigError(f"{group}.{name}={value} is invalid: {node['_target_']} takes {hint}")
 
 
+def without_speedups(cfg: DictConfig) -> DictConfig:
+    """``cfg`` eager in fp32: an agent built only to check shapes needs no compiling or precision probe."""
+    return OmegaConf.merge(cfg, {"compile": False, "cuda_graphs": False, "precision": "fp32"})
+
+
 def check_buildable(cfg: DictConfig) -> None:
     """Build the configured environment once, and the agent on the meta device (shapes,
     no memory): raises :class:`ConfigError` with the one-line reason an environment, an
     objective, a model size or a debug hook cannot work."""
     from hydra.errors import InstantiationException
 
-    plain = OmegaConf.merge(cfg, {"compile": False, "cuda_graphs": False, "precision": "fp32"})
+    plain = without_speedups(cfg)
     try:
         check_arguments(cfg)
         obs_space, action_space = env_spaces(env_factory(cfg))
@@ -233,18 +238,15 @@ def check_resumable(cfg: DictConfig, run_dir: Path) -> None:
         saved, _ = Checkpoints(run_dir, cfg.checkpoint.keep).load()
     except ValueError as error:
         raise ConfigError(f"resume={run_dir}: {error}") from None
-    cpu = OmegaConf.merge(cfg, {"compile": False, "cuda_graphs": False, "precision": "fp32"})
     obs_space, action_space = env_spaces(env_factory(cfg))
-    agent = build_agent(cpu, obs_space, action_space, torch.device("cpu"))
+    agent = build_agent(without_speedups(cfg), obs_space, action_space, torch.device("cpu"))
     try:
         agent.load_state_dict(saved["agent"])
         agent.optimizer.load_state_dict(saved["optimizer"])
         replay = build_replay(cfg.replay.capacity, cfg.env_num, obs_space, action_space, agent, cfg.seed)
         replay.load_state_dict(saved["replay"])
-    except (RuntimeError, ValueError, KeyError) as error:  # torch lists every mismatch: name the first
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        detail = (lines[1] if len(lines) > 1 else lines[0]) if lines else type(error).__name__
+    except (RuntimeError, ValueError, KeyError) as error:
         raise ConfigError(
             f"resume={run_dir}: its checkpoint does not fit the agent this configuration builds "
-            f"({detail[:200]}); drop the overrides that change the model, the replay or env_num"
+            f"({mismatch_detail(error)[:200]}); drop the overrides that change the model, the replay or env_num"
         ) from None
