@@ -4,13 +4,17 @@ into a directory, and the checks that keep a new run from landing on an old one.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
+import platform
+import time
 from pathlib import Path
 
 from dreamer.checkpoint import Checkpoints
 from dreamer.config import ConfigError
 
 LOCK_NAME = ".lock"
+RUN_FILE = "run.json"  # what the run is and where it ran: written at every (re)start
 _held: dict[Path, int] = {}  # run directory -> open lock file, for the life of the process
 
 
@@ -55,8 +59,61 @@ def refuse_overwrite(run_dir: Path) -> None:
     if holds_checkpoint(run_dir):
         raise ConfigError(
             f"run directory {Path(run_dir).resolve()} already holds a checkpoint; continue it with "
-            f"resume={run_dir} or choose another hydra.run.dir"
+            f"resume={run_dir} (or resume=auto) or choose another hydra.run.dir"
         )
+
+
+def saved_step(run_dir: Path) -> int:
+    """The step of the run directory's newest loadable checkpoint (its tensors memory-mapped, not read)."""
+    try:
+        saved, _ = Checkpoints(Path(run_dir), keep=0).load()
+    except ValueError as error:
+        raise ConfigError(f"resume={run_dir}: {error}") from None
+    return int(saved["step"])
+
+
+def cluster_job_id() -> str | None:
+    """The scheduler's id of this job when submitit runs it (SLURM, or its local twin).  A
+    job the scheduler requeues keeps its id, which is how it knows the run directory's
+    checkpoint is its own to continue."""
+    if "SUBMITIT_FOLDER" not in os.environ:
+        return None
+    from hydra.core.hydra_config import HydraConfig
+
+    return str(HydraConfig.get().job.id)
+
+
+def recorded(run_dir: Path) -> dict:
+    """The run directory's ``run.json`` ({} when there is none or it does not parse)."""
+    try:
+        return json.loads((Path(run_dir) / RUN_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def how_to_start(run_dir: Path, resume: str | None, steps: int, job_id: str | None = None) -> str:
+    """How a job starts in ``run_dir``: ``"new"``, ``"continue"`` its checkpoint, or
+    ``"finished"`` (nothing to do).  A checkpoint is continued with ``resume=<dir>``, with
+    ``resume=auto``, or by the cluster job that wrote it (requeued after preemption); with
+    ``resume=auto`` or on a requeue, a checkpoint that reached ``steps`` is finished.  A new
+    run never lands on a checkpoint."""
+    if not holds_checkpoint(run_dir):
+        return "new"
+    requeued = job_id is not None and recorded(run_dir).get("job_id") == job_id
+    if resume is None and not requeued:
+        refuse_overwrite(run_dir)
+    if (resume == "auto" or requeued) and saved_step(run_dir) >= steps:
+        return "finished"
+    return "continue"
+
+
+def record(run_dir: Path, facts: dict, job_id: str | None, step: int) -> None:
+    """Write ``run.json``: ``facts`` (what the run is), this start's host, process, time and
+    cluster job id, and every earlier start's."""
+    starts = recorded(run_dir).get("starts", [])
+    start = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "step": step, "host": platform.node(),
+             "pid": os.getpid(), "job_id": job_id}
+    write_text(Path(run_dir) / RUN_FILE, json.dumps({**facts, "job_id": job_id, "starts": [*starts, start]}, indent=1))
 
 
 def write_text(path: Path, text: str) -> None:

@@ -32,6 +32,20 @@ class NonFiniteLossError(RuntimeError):
     """Too many updates in a row had a non-finite loss."""
 
 
+# SIGTERM: a cluster preempts or cancels the job (SLURM, Kubernetes); SIGUSR2: SLURM's warning
+# before the time limit (submitit asks for it); SIGINT: Ctrl-C.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
+
+
+def hand_over(signum: int, previous) -> None:
+    """After the checkpoint a stop signal asked for: let the handler that was installed
+    before the loop act on the signal (submitit's requeues the job and exits), then exit
+    with the signal's status."""
+    if signum == signal.SIGUSR2 and callable(previous):
+        previous(signum, None)
+    raise SystemExit(128 + signum)
+
+
 def due(step: int, last: int, every: int) -> bool:
     """Whether an event that runs every ``every`` steps (0: never) is due at ``step``,
     ``last`` being the step it last ran at."""
@@ -208,7 +222,7 @@ class Runner:
         if state.obs is None:
             self.start_episodes()
         log_time, log_step = time.time(), state.step
-        handlers = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        handlers = {sig: signal.signal(sig, self._on_signal) for sig in STOP_SIGNALS}
         progress = tqdm(total=cfg.steps, initial=state.step, unit="step", dynamic_ncols=True, disable=not cfg.progress)
         try:
             while state.step < cfg.steps:
@@ -233,14 +247,11 @@ class Runner:
                     self.save()
                 if self.stop_signal is not None:
                     self.save()
-                    log.warning("stopped by signal %d at step %d; checkpoint saved, resume with resume=%s",
-                                self.stop_signal, state.step, self.run_dir)
-                    raise SystemExit(128 + self.stop_signal)
-            progress.close()
-            if state.last_eval != state.step or "eval/return" not in state.latest:
-                self.evaluate()
-            self.save()
-            return {"eval/return": state.latest["eval/return"]}
+                    log.warning("stopped by %s at step %d; checkpoint saved, resume with resume=%s",
+                                signal.Signals(self.stop_signal).name, state.step, self.run_dir)
+                    break
+            else:
+                return self.finish(progress)
         except NonFiniteLossError:  # it saved the last good state already
             raise
         except Exception as error:
@@ -250,6 +261,15 @@ class Runner:
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
             self.close()
+        hand_over(self.stop_signal, handlers[self.stop_signal])
+
+    def finish(self, progress: tqdm) -> dict[str, float]:
+        state = self.state
+        progress.close()
+        if state.last_eval != state.step or "eval/return" not in state.latest:
+            self.evaluate()
+        self.save()
+        return {"eval/return": state.latest["eval/return"]}
 
     def save_after_crash(self, error: Exception) -> None:
         """Keep the run's progress when something inside the loop raised: every completed

@@ -75,9 +75,8 @@ def make_agent(*overrides: str):
 
 def refusal(*arguments: str) -> str:
     """The one-line reason ``python -m dreamer.train <arguments>`` stops before starting."""
-    from dreamer.train import check_command_line, claim_run_directory, resume_arguments
+    from dreamer.train import prepare
 
     with pytest.raises(ConfigError) as refused:
-        arguments = resume_arguments(list(arguments))
-        claim_run_directory(arguments, check_command_line(arguments))
+        prepare(list(arguments))
     return str(refused.value)

@@ -36,9 +36,11 @@ def test_train_cli_continuous_actions_and_pixels(tmp_path, overrides):
     assert rows[-1]["step"] == 200 and "eval/return" in rows[-1]
 
 
-def test_multirun_sweeps_all_four_variants(tmp_path):
+def test_multirun_sweeps_objectives_from_pixels_and_state(tmp_path):
+    # All four objectives run as a sweep in test_experiment.py (from state); here the two
+    # whose pixel paths differ most (a decoder; augmented views and an EMA encoder).
     result = run_cli(
-        "-m", "rep_variant=dreamer,r2dreamer,infonce,dreamerpro", "seed=0", *QUICK,
+        "-m", "rep_variant=dreamer,dreamerpro", "seed=0", *QUICK,
         "env.obs=both", "steps=150", "eval_every=0", f"hydra.sweep.dir={tmp_path}", timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -49,7 +51,7 @@ def test_multirun_sweeps_all_four_variants(tmp_path):
         rows = read_metrics(job)
         assert rows[-1]["step"] == 150 and "eval/return" in rows[-1]
         assert any("train/loss/total" in row for row in rows)
-    assert variants == {"ReconstructionObjective", "BarlowTwinsObjective", "InfoNCEObjective", "PrototypeObjective"}
+    assert variants == {"ReconstructionObjective", "PrototypeObjective"}
     assert list(tmp_path.glob("0/openloop/*.png"))  # the dreamer job renders open-loop predictions
 
 
