@@ -247,7 +247,8 @@ class Runner:
                     self.save()
                 if self.stop_signal is not None:
                     self.save()
-                    log.warning("stopped by %s at step %d; checkpoint saved, resume with resume=%s",
+                    log.warning("stopped by %s at step %d; checkpoint saved, resume with resume=%s "
+                                "(a sweep: its command with resume=auto)",
                                 signal.Signals(self.stop_signal).name, state.step, self.run_dir)
                     break
             else:

@@ -84,14 +84,16 @@ def train(cfg: DictConfig, run_dir: Path, job_id: str | None = None) -> float:
 
 
 def share_cores(launcher: DictConfig) -> None:
-    """Torch threads for a job that shares the machine: ``cpus_per_task`` when a submitit
-    launcher names it, else cores / jobs at once for joblib.  (Under SLURM the job's CPU
-    mask already limits the default.)"""
+    """Torch threads for a job that shares the machine: the CPUs a submitit or Ray launcher
+    gives each job when its config names them, else cores / jobs at once for joblib.
+    (Under SLURM the job's CPU mask already limits the default; Ray sets one thread.)"""
     cores = os.cpu_count() or 1
-    if launcher.get("cpus_per_task"):
-        torch.set_num_threads(int(launcher.cpus_per_task))
-        log.info("%d torch thread(s): hydra.launcher.cpus_per_task", torch.get_num_threads())
-    elif jobs_at_once := launcher.get("n_jobs"):
+    for key in ("cpus_per_task", "ray.remote.num_cpus"):
+        if cpus := OmegaConf.select(launcher, key):
+            torch.set_num_threads(int(cpus))
+            log.info("%d torch thread(s): hydra.launcher.%s", torch.get_num_threads(), key)
+            return
+    if jobs_at_once := launcher.get("n_jobs"):
         torch.set_num_threads(max(1, cores // (cores if jobs_at_once < 0 else jobs_at_once)))
         log.info("%d torch thread(s): %d jobs at once on %d cores", torch.get_num_threads(), jobs_at_once, cores)
 

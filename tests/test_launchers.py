@@ -115,3 +115,34 @@ def test_ray_launcher_without_its_extra_names_the_install_command(tmp_path):
         pytest.skip("the ray extra is installed: hydra/launcher=ray composes")
     assert refusal(*SMOKE, "hydra/launcher=ray", f"hydra.sweep.dir={tmp_path}") == (
         "hydra/launcher=ray needs its plugin: pip install -e '.[ray]' (README, Ray)")
+
+
+def test_slurm_launcher_is_submitit_slurm_with_requeueing_on():
+    from hydra import compose, initialize_config_dir
+
+    from dreamer.config import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        launcher = compose("train", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu",
+                                               "hydra.launcher.gpus_per_node=1"], return_hydra_config=True).hydra.launcher
+    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert (launcher.max_num_timeout, launcher.partition, launcher.gpus_per_node) == (20, "gpu", 1)
+
+
+@pytest.mark.parametrize("launcher, threads", [
+    ({"cpus_per_task": 3}, 3),  # submitit: the CPUs each job asks for
+    ({"ray": {"remote": {"num_cpus": 2}}}, 2),
+    ({"n_jobs": 2}, max(1, (os.cpu_count() or 1) // 2)),  # joblib: cores / jobs at once
+])
+def test_each_job_takes_its_share_of_the_cores(launcher, threads):
+    import torch
+    from omegaconf import OmegaConf
+
+    from dreamer.train import share_cores
+
+    before = torch.get_num_threads()
+    try:
+        share_cores(OmegaConf.create(launcher))
+        assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
