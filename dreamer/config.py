@@ -80,12 +80,6 @@ class ReplayConfig:
 
 
 @dataclass
-class LoggerConfig:
-    wandb: bool = MISSING
-    project: str = MISSING
-
-
-@dataclass
 class Config:
     """The training configuration (``conf/config.yaml`` holds the values and says what each does)."""
 
@@ -118,7 +112,7 @@ class Config:
     resume: Optional[str] = None
     experiment: Optional[str] = None  # the preset (conf/experiment/) a sweep runs; names its directory
     replay: ReplayConfig = field(default_factory=ReplayConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    logger: Any = field(default_factory=dict)  # conf/logger/: sinks besides metrics.jsonl, each a _target_
 
 
 @dataclass

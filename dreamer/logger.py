@@ -5,16 +5,27 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import secrets
 from pathlib import Path
 
+import numpy as np
 import torch
 
 log = logging.getLogger(__name__)
 
 
 class Sink:
+    """Where metrics go.  ``media`` is an image (PNG) or animation (GIF) the run wrote to disk."""
+
     def write(self, step: int, metrics: dict[str, float]) -> None:
         raise NotImplementedError
+
+    def media(self, step: int, name: str, path: Path) -> None:
+        pass
+
+    def finish(self, summary: dict[str, float]) -> None:
+        """The run reached its budget: ``summary`` holds its final scores and wall-clock hours."""
 
     def close(self) -> None:
         pass
@@ -64,19 +75,105 @@ class TerminalSink(Sink):
             log.info("step %d  %s", step, "  ".join(f"{k} {v:.4g}" for k, v in shown.items()))
 
 
+def wandb_credentials() -> bool:
+    """Whether this machine has a Weights & Biases API key (environment, netrc or wandb's settings)."""
+    import netrc
+
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators(WANDB_HOST) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+WANDB_HOST = "api.wandb.ai"
+WANDB_ID_FILE = "wandb-run-id"  # in the run directory: a resumed run continues the same wandb run
+
+
 class WandbSink(Sink):
-    """Forwards metrics to Weights & Biases (``logger.wandb=true``)."""
+    """Weights & Biases (``logger=wandb``): one wandb run per run directory, grouped by
+    experiment, typed by objective, environment steps as the x-axis; the full resolved
+    configuration; media; a summary with the final score and wall-clock hours.
 
-    def __init__(self, config: dict, run_dir: str | Path, project: str, **kwargs):
-        import wandb  # imported here: wandb is optional
+    ``group``, ``job_type``, ``name`` default (null) to the experiment (or the sweep's
+    directory name), the objective and ``<task>/<objective>/seed<k>``; ``tags`` are added to
+    objective, suite, task, seed and model.  ``mode=online`` without credentials runs
+    offline and says so (``wandb sync <run dir>/wandb/offline-run-*`` uploads it later).
+    """
 
-        self.run = wandb.init(project=project, config=config, dir=str(run_dir), **kwargs)
+    def __init__(self, run_dir: str | Path, facts: dict, run_config: dict, project: str, entity: str | None = None,
+                 group: str | None = None, job_type: str | None = None, name: str | None = None,
+                 tags: list[str] | tuple = (), mode: str = "online"):
+        import wandb  # imported here: only logger=wandb needs it
+
+        if mode not in WANDB_MODES:
+            raise ValueError(f"logger.wandb.mode={mode} is not one of {', '.join(WANDB_MODES)}")
+        if mode == "online" and not wandb_credentials():
+            log.warning("logger.wandb.mode=online but no wandb API key (WANDB_API_KEY or `wandb login`): "
+                        "logging offline to %s/wandb; upload with `wandb sync`", run_dir)
+            mode = "offline"
+        run_dir = Path(run_dir)
+        id_file = run_dir / WANDB_ID_FILE
+        run_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(4)
+        objective, task, seed = facts.get("objective"), facts.get("task"), facts.get("seed")
+        automatic = [objective, facts.get("suite"), task, f"seed{seed}", facts.get("model")]
+        self.run = wandb.init(
+            project=project, entity=entity, dir=str(run_dir), id=run_id, resume="allow", mode=mode,
+            group=group or facts.get("experiment") or facts.get("sweep"), job_type=job_type or objective,
+            name=name or f"{task}/{objective}/seed{seed}", config=run_config,
+            tags=[str(tag) for tag in (*automatic, *tags) if tag is not None],
+            settings=wandb.Settings(silent=True, console="off"),
+        )
+        id_file.write_text(run_id)
+        self.run.define_metric("env_step")
+        self.run.define_metric("*", step_metric="env_step")  # resumed runs may log a step again
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
-        self.run.log(metrics, step=step)
+        self.run.log({**metrics, "env_step": step})
+
+    def media(self, step: int, name: str, path: Path) -> None:
+        import wandb
+
+        item = wandb.Video(str(path), format="gif") if path.suffix == ".gif" else wandb.Image(str(path))
+        self.run.log({name: item, "env_step": step})
+
+    def finish(self, summary: dict[str, float]) -> None:
+        self.run.summary.update(summary)
 
     def close(self) -> None:
         self.run.finish()
+
+
+WANDB_MODES = ("online", "offline", "disabled")
+
+
+class TensorBoardSink(Sink):
+    """TensorBoard event files (``logger=tensorboard``) under ``<run dir>/tensorboard``:
+    every scalar against environment steps, and the PNG media as images."""
+
+    def __init__(self, run_dir: str | Path, facts: dict, run_config: dict, directory: str | None = None):
+        from torch.utils.tensorboard import SummaryWriter  # imported here: only logger=tensorboard needs it
+
+        self.writer = SummaryWriter(log_dir=str(directory or Path(run_dir) / "tensorboard"))
+
+    def write(self, step: int, metrics: dict[str, float]) -> None:
+        for key, value in metrics.items():
+            self.writer.add_scalar(key, value, step)
+        self.writer.flush()
+
+    def media(self, step: int, name: str, path: Path) -> None:
+        if path.suffix == ".png":
+            from PIL import Image
+
+            self.writer.add_image(name, np.asarray(Image.open(path).convert("RGB")), step, dataformats="HWC")
+
+    def finish(self, summary: dict[str, float]) -> None:
+        for key, value in summary.items():
+            self.writer.add_scalar(key, value)
+
+    def close(self) -> None:
+        self.writer.close()
 
 
 class Logger:
@@ -84,11 +181,20 @@ class Logger:
 
     def __init__(self, sinks: list[Sink]):
         self.sinks = sinks
+        self.wants_media = any(type(sink).media is not Sink.media for sink in sinks)
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
         if metrics:
             for sink in self.sinks:
                 sink.write(step, metrics)
+
+    def media(self, step: int, name: str, path: Path) -> None:
+        for sink in self.sinks:
+            sink.media(step, name, path)
+
+    def finish(self, summary: dict[str, float]) -> None:
+        for sink in self.sinks:
+            sink.finish(summary)
 
     def close(self) -> None:
         for sink in self.sinks:

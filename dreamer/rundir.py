@@ -122,3 +122,8 @@ def write_text(path: Path, text: str) -> None:
         path.write_text(text)
     except OSError as error:
         raise ConfigError(f"cannot write {path}: {error.strerror}") from None
+
+
+def record_result(run_dir: Path, result: dict) -> None:
+    """Add the finished run's final scores and wall-clock hours to ``run.json``."""
+    write_text(Path(run_dir) / RUN_FILE, json.dumps({**recorded(run_dir), "result": result}, indent=1))

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import imageio
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -67,6 +68,7 @@ class LoopState:
     episode_return: np.ndarray | None = None
     episode_length: np.ndarray | None = None
     episode_logs: dict = field(default_factory=dict)  # name -> (envs,) running max of log_<name>
+    seconds: float = 0.0  # wall clock spent training, over every start of the run
     obs: dict | None = None
     latent: Latent | None = None
     action: np.ndarray | None = None
@@ -83,13 +85,19 @@ class Runner:
         self.means = Mean()
         self.state = LoopState()
         self.stop_signal: int | None = None
+        self.clock = (time.time(), 0.0)  # when this start began, and the run's seconds before it
 
     # -- checkpoints -------------------------------------------------------------
+
+    def seconds(self) -> float:
+        began, before = self.clock
+        return before + time.time() - began
 
     def save(self, with_envs: bool = True) -> None:
         """Checkpoint the run; ``with_envs=False`` leaves out the environments (after a
         crash they may be broken), so a resume starts new episodes."""
         state = self.state
+        state.seconds = self.seconds()
         self.checkpoints.save({
             "step": state.step,
             "agent": self.agent.state_dict(),
@@ -135,6 +143,7 @@ class Runner:
             elif batch is self.envs:
                 self.state.obs = None  # episodes in flight are lost; start new ones
         set_rng_state(saved["rng"])
+        self.clock = (time.time(), self.state.seconds)
         truncate_metrics(self.run_dir / "metrics.jsonl", self.state.step)
         log.info("resumed from step %d", self.state.step)
         return True
@@ -270,7 +279,10 @@ class Runner:
         if state.last_eval != state.step or "eval/return" not in state.latest:
             self.evaluate()
         self.save()
-        return {"eval/return": state.latest["eval/return"]}
+        result = {"eval/return": state.latest["eval/return"], "hours": state.seconds / 3600}
+        self.logger.finish({"final/eval_return": result["eval/return"], "final/step": float(state.step),
+                            "wall_clock_hours": result["hours"]})
+        return result
 
     def save_after_crash(self, error: Exception) -> None:
         """Keep the run's progress when something inside the loop raised: every completed
@@ -286,12 +298,18 @@ class Runner:
 
     def evaluate(self) -> None:
         step = self.state.step
-        results, _ = evaluate(self.agent, self.eval_envs)
+        record = self.logger.wants_media and "image" in self.eval_envs.obs_space
+        results, frames = evaluate(self.agent, self.eval_envs, record=record)
         results.pop("length")  # the training metrics keep episode/length only
         self.state.last_eval = step
         metrics = {f"eval/{name}": float(np.mean(values)) for name, values in results.items()}
         metrics["eval/return_std"] = float(np.std(results["return"]))
         self.logger.write(step, metrics)
+        if frames:
+            path = self.run_dir / "eval" / f"episode_{step:08d}.gif"
+            path.parent.mkdir(exist_ok=True)
+            imageio.mimsave(path, frames, duration=1000 / 30, loop=0)
+            self.logger.media(step, "eval/episode", path)
         self.save_report(step)
         self.state.latest["eval/return"] = metrics["eval/return"]
 
@@ -311,6 +329,7 @@ class Runner:
             path = self.run_dir / "openloop" / f"{key}_{step:08d}.png"
             path.parent.mkdir(exist_ok=True)
             save_image_grid(path, grid)
+            self.logger.media(step, f"openloop/{key}", path)
         torch.set_rng_state(torch_state)
 
     def close(self) -> None:

@@ -27,7 +27,7 @@ from dreamer.config import ConfigError
 from dreamer.envs import EnvBatch
 from dreamer.envs.base import ActionSpace, Env, EnvSetupError
 from dreamer.envs.batch import seeded
-from dreamer.logger import JSONLSink, Logger, TerminalSink, WandbSink
+from dreamer.logger import JSONLSink, Logger, TerminalSink
 from dreamer.networks import encoder_keys
 from dreamer.replay import Replay
 
@@ -211,14 +211,18 @@ def build_replay(capacity: int, streams: int, obs_space: dict, action_space: Act
     return Replay(capacity, streams, spaces, rssm.deter_size, rssm.stoch_size, rssm.classes, seed=seed)
 
 
-def build_logger(cfg: DictConfig, run_dir: Path) -> Logger:
+def build_logger(cfg: DictConfig, run_dir: Path, facts: dict | None = None) -> Logger:
+    """metrics.jsonl and the console, then each sink ``logger=`` chose (``conf/logger/``),
+    given the run directory, the run's facts (``run.json``) and the resolved configuration."""
     sinks = [JSONLSink(run_dir / "metrics.jsonl"), TerminalSink()]
-    if cfg.logger.wandb:
-        sinks.append(WandbSink(OmegaConf.to_container(cfg, resolve=True), run_dir, cfg.logger.project))
+    config = OmegaConf.to_container(cfg, resolve=True)
+    for node in cfg.logger.values():
+        make_sink = hydra.utils.instantiate(node, _partial_=True, _convert_="all")
+        sinks.append(make_sink(run_dir=run_dir, facts=facts or {}, run_config=config))
     return Logger(sinks)
 
 
-def build_training(cfg: DictConfig, run_dir: Path, device: torch.device) -> TrainingParts:
+def build_training(cfg: DictConfig, run_dir: Path, device: torch.device, facts: dict | None = None) -> TrainingParts:
     make_env = env_factory(cfg)
     # Evaluation stays in this process: it runs rarely, and eval_episodes workers cost memory.
     workers = cfg.env_workers and cfg.env_num > 1
@@ -227,7 +231,7 @@ def build_training(cfg: DictConfig, run_dir: Path, device: torch.device) -> Trai
     agent = build_agent(cfg, envs.obs_space, envs.action_space, device)
     agent.inject_nan = cfg.debug.inject_nan
     replay = build_replay(cfg.replay.capacity, cfg.env_num, envs.obs_space, envs.action_space, agent, cfg.seed)
-    return TrainingParts(envs, eval_envs, agent, replay, build_logger(cfg, run_dir))
+    return TrainingParts(envs, eval_envs, agent, replay, build_logger(cfg, run_dir, facts))
 
 
 def check_resumable(cfg: DictConfig, run_dir: Path) -> None:

@@ -63,10 +63,11 @@ def train(cfg: DictConfig, run_dir: Path, job_id: str | None = None) -> float:
     """Build the run's parts, continue its checkpoint if there is one, and run the loop."""
     device = prepare_process(cfg)
     share_cores(HydraConfig.get().launcher)
-    runner = Runner(cfg, build_training(cfg, run_dir, device), run_dir)
+    facts = run_facts(cfg, device)
+    runner = Runner(cfg, build_training(cfg, run_dir, device, facts), run_dir)
     try:
         runner.restore()
-        rundir.record(run_dir, run_facts(cfg, device), job_id, runner.state.step)
+        rundir.record(run_dir, facts, job_id, runner.state.step)
         parameters = sum(p.numel() for p in runner.agent.parameters())
         log.info("agent has %.2fM parameters on %s; run dir %s", parameters / 1e6, device, run_dir)
         result = runner.run()
@@ -80,6 +81,7 @@ def train(cfg: DictConfig, run_dir: Path, job_id: str | None = None) -> float:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     log.info("final %s", "  ".join(f"{k} {v:.4g}" for k, v in result.items()))
+    rundir.record_result(run_dir, {"step": cfg.steps, **result})
     return result.get("eval/return", float("nan"))
 
 
@@ -100,7 +102,9 @@ def share_cores(launcher: DictConfig) -> None:
 
 def run_facts(cfg: DictConfig, device: torch.device) -> dict:
     """What a report needs to know about a run besides its metrics."""
-    choices = HydraConfig.get().runtime.choices
+    hydra_config = HydraConfig.get()
+    choices = hydra_config.runtime.choices
+    multirun = str(hydra_config.mode) == "RunMode.MULTIRUN"
     cpu = platform.processor() or platform.machine()
     try:
         cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -108,7 +112,8 @@ def run_facts(cfg: DictConfig, device: torch.device) -> dict:
     except (OSError, StopIteration):
         pass
     return {
-        "experiment": cfg.experiment, "objective": choices.get("rep_variant"), "suite": choices.get("env"),
+        "experiment": cfg.experiment, "sweep": Path(hydra_config.sweep.dir).name if multirun else None,
+        "objective": choices.get("rep_variant"), "suite": choices.get("env"),
         "task": cfg.env.get("task", cfg.env.get("id")), "obs": cfg.env.get("obs"), "seed": cfg.seed,
         "model": choices.get("model"), "steps": cfg.steps, "train_ratio": cfg.train_ratio,
         "device": str(device), "cpu": cpu, "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),

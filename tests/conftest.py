@@ -80,3 +80,16 @@ def refusal(*arguments: str) -> str:
     with pytest.raises(ConfigError) as refused:
         prepare(list(arguments))
     return str(refused.value)
+
+
+@pytest.fixture(scope="session")
+def smoke_ablation(tmp_path_factory) -> Path:
+    """``+experiment=ablation_smoke`` (four objectives x seeds 0 and 100, 200 steps,
+    evaluations at 100 and 200) through the joblib launcher, two jobs at a time, logging to
+    wandb offline: the sweep directory, run once for every test that reads it."""
+    sweep = tmp_path_factory.mktemp("ablation_smoke")
+    result = run_cli("-m", "+experiment=ablation_smoke", "eval_every=100", "hydra/launcher=joblib",
+                     "hydra.launcher.n_jobs=2", "logger=wandb", "logger.wandb.mode=offline",
+                     f"hydra.sweep.dir={sweep}", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return sweep

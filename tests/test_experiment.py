@@ -5,7 +5,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from conftest import read_metrics, refusal, run_cli
+from conftest import read_metrics, refusal
 from dreamer.config import CONF_DIR
 from dreamer.train import sweep_jobs
 
@@ -34,16 +34,21 @@ def test_preset_expands_to_every_job(arguments, count):
     assert len(jobs(*arguments)) == count
 
 
-def test_ablation_smoke_runs_eight_jobs_two_at_a_time_in_readable_directories(tmp_path):
-    result = run_cli("-m", "+experiment=ablation_smoke", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                     f"hydra.sweep.dir={tmp_path}", timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_ablation_smoke_runs_eight_jobs_two_at_a_time_in_readable_directories_grouped_in_wandb(smoke_ablation):
+    from test_loggers import wandb_runs
+
     for variant in VARIANTS:
         for seed in (0, 100):
-            run_dir = tmp_path / "CartPole-v1" / variant / f"seed{seed}"
+            run_dir = smoke_ablation / "CartPole-v1" / variant / f"seed{seed}"
             rows = read_metrics(run_dir)
             assert rows[-1]["step"] == 200 and "eval/return" in rows[-1], run_dir
             assert "torch thread(s): 2 jobs at once" in (run_dir / "train.log").read_text()
+            # In wandb's UI: group ablation_smoke, then group by job_type to see the ablation.
+            [run] = wandb_runs(run_dir)
+            assert (run.run_group, run.job_type, run.display_name) == (
+                "ablation_smoke", variant, f"CartPole-v1/{variant}/seed{seed}")
+            assert list(run.tags) == [variant, "gym", "CartPole-v1", f"seed{seed}", "tiny"]
+            assert {"rep_variant", "model", "seed"} <= {item.key for item in run.config.update}
 
 
 @pytest.mark.parametrize("arguments, message", [

@@ -1,0 +1,533 @@
+"""``python -m dreamer.report <run or sweep directories...> [--out DIR]``: the paper's tables
+and figures from a set of runs, with rliable's statistics and the published numbers beside ours.
+
+    python -m dreamer.report outputs/ablation                  # a sweep (partial is fine)
+    python -m dreamer.report outputs/dmc_vision outputs/2026-11-29/10-00-00-123 --out report/
+
+Writes ``report.md`` (every table), ``tables/*.csv`` and ``figures/*.png`` to ``--out``
+(default: ``<first directory>/report``) and prints ``report.md``.  A run is a directory
+with ``metrics.jsonl``; its facts (objective, suite, task, seed, budget, hardware) come from
+its ``run.json`` (or, for runs that have none, its ``config.yaml``).  A sweep's
+``jobs.yaml`` says which runs are missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import json
+import math
+import sys
+import warnings
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+# arch (rliable's bootstrap) warns that RandomState is deprecated; rliable passes one.
+warnings.filterwarnings("ignore", category=FutureWarning, module="arch")
+
+from dreamer.config import CONF_DIR
+
+REFERENCE_DIR = Path(__file__).resolve().parents[1] / "experiments" / "reference"
+# One colour per objective in every figure.
+COLOURS = {"dreamer": "#1f77b4", "r2dreamer": "#d62728", "infonce": "#2ca02c", "dreamerpro": "#9467bd"}
+OTHER_COLOURS = ["#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+CRAFTER_ACHIEVEMENTS = 22
+NORMALISED = ("dmc_vision", "dmc_proprio", "dmc_subtle", "atari100k", "metaworld", "crafter")  # scores in [0, ~1]
+# R2-Dreamer paper, Table 1: hours for 1M DMC walker_walk steps on one RTX 3080 Ti.
+PAPER_TABLE1_HOURS = {"r2dreamer": 4.4, "dreamer": 7.0, "dreamerpro": 10.4}
+PAPER_TABLE1_SOURCE = "R2-Dreamer (ICLR 2026) Table 1: 1M DMC walker_walk steps, one RTX 3080 Ti, the authors' PyTorch code"
+
+
+@dataclass
+class Run:
+    path: Path
+    objective: str
+    suite: str
+    task: str
+    seed: int
+    budget: int
+    rows: list[dict]
+    facts: dict = field(default_factory=dict)
+
+    @property
+    def evaluations(self) -> list[tuple[int, float]]:
+        key = score_key(self.suite)
+        return [(row["step"], float(row[key])) for row in self.rows if key in row]
+
+    @property
+    def step(self) -> int:
+        return max((row["step"] for row in self.rows), default=0)
+
+    @property
+    def finished(self) -> bool:
+        return self.step >= self.budget and bool(self.evaluations)
+
+    @property
+    def hours(self) -> float | None:
+        return (self.facts.get("result") or {}).get("hours")
+
+    def score(self) -> float | None:
+        """The normalised final score: the last evaluation (Crafter: the score of all training episodes)."""
+        if self.suite == "crafter":
+            return crafter_score(self.rows)
+        return normalise(self.suite, self.task, self.evaluations[-1][1]) if self.evaluations else None
+
+
+def score_key(suite: str) -> str:
+    return "eval/success" if suite == "metaworld" else "eval/return"
+
+
+def atari_baselines() -> dict[str, tuple[float, float]]:
+    data = yaml.safe_load((REFERENCE_DIR / "atari_human_random.yaml").read_text())
+    return {game: (float(scores["random"]), float(scores["human"])) for game, scores in data["games"].items()}
+
+
+def normalise(suite: str, task: str, value: float) -> float:
+    """DMC /1000; Atari human-normalised; Meta-World's success rate as it is; others raw."""
+    if suite.startswith("dmc"):
+        return value / 1000
+    if suite == "atari100k":
+        random, human = atari_baselines()[task]
+        return (value - random) / (human - random)
+    return value
+
+
+def crafter_score(rows: list[dict]) -> float | None:
+    """Crafter's score over the run's training episodes, as a fraction: the geometric mean of
+    the achievements' success rates (percent) with a 1 % offset, ``exp(mean(log(1 + p))) - 1``."""
+    episodes = [row for row in rows if any(key.startswith("episode/achievement_") for key in row)]
+    if not episodes:
+        return None
+    names = sorted({key for row in episodes for key in row if key.startswith("episode/achievement_")})
+    rates = [100 * np.mean([row.get(name, 0) > 0 for row in episodes]) for name in names]
+    rates += [0.0] * (CRAFTER_ACHIEVEMENTS - len(rates))
+    return float(np.exp(np.mean(np.log1p(rates))) - 1) / 100
+
+
+# -- finding runs ---------------------------------------------------------------------
+
+
+def objective_names() -> dict[str, str]:
+    """``rep_variant`` choice by objective class, for runs without ``run.json``."""
+    return {yaml.safe_load(path.read_text())["_target_"]: path.stem for path in sorted((CONF_DIR / "rep_variant").glob("*.yaml"))}
+
+
+def load_run(path: Path) -> Run | None:
+    metrics = path / "metrics.jsonl"
+    rows = []
+    for line in metrics.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue  # a line cut by a kill
+    facts = json.loads((path / "run.json").read_text()) if (path / "run.json").exists() else {}
+    if facts.get("objective"):
+        objective, suite, task = facts["objective"], facts["suite"], str(facts["task"])
+        seed, budget = int(facts["seed"]), int(facts["steps"])
+    elif (path / "config.yaml").exists():
+        config = yaml.safe_load((path / "config.yaml").read_text())
+        target = config["rep_variant"]["_target_"]
+        objective = objective_names().get(target, target.rsplit(".", 1)[-1])
+        env = config["env"]
+        suite = env["_target_"].rsplit(".", 1)[-1].lower().removesuffix("env")  # the class name: Gym..., DMC...
+        if suite == "dmc":
+            suite = "dmc_vision" if env.get("obs") == "pixels" else "dmc_proprio"
+        task, seed, budget = str(env.get("task", env.get("id"))), int(config["seed"]), int(config["steps"])
+    else:
+        return None
+    return Run(path, objective, suite, task, seed, budget, rows, facts)
+
+
+def find_runs(paths: list[Path]) -> tuple[list[Run], list[str]]:
+    """Every run under ``paths``, and the runs a sweep's ``jobs.yaml`` lists that are
+    missing or unfinished (as "<directory>: <why>")."""
+    runs, problems, seen = [], [], set()
+    for root in paths:
+        for metrics in sorted([root / "metrics.jsonl"] if (root / "metrics.jsonl").exists() else root.rglob("metrics.jsonl")):
+            if metrics.parent.resolve() in seen:
+                continue
+            seen.add(metrics.parent.resolve())
+            run = load_run(metrics.parent)
+            if run is not None:
+                runs.append(run)
+        for listing in sorted(root.rglob("jobs.yaml")) if root.is_dir() else []:
+            for job in yaml.safe_load(listing.read_text()).get("jobs", []):
+                run_dir = listing.parent / job["dir"]
+                if not (run_dir / "metrics.jsonl").exists():
+                    problems.append(f"{run_dir}: missing (no metrics.jsonl)")
+    for run in runs:
+        if not run.finished:
+            problems.append(f"{run.path}: unfinished (step {run.step} of {run.budget})")
+    return runs, sorted(set(problems))
+
+
+# -- statistics (rliable) -----------------------------------------------------------------
+
+
+def interval(scores: np.ndarray, statistic, reps: int, seed: int = 0) -> tuple[float, float, float]:
+    """``statistic`` of a (runs x tasks) score matrix and its stratified-bootstrap 95 % CI (rliable)."""
+    from rliable import library
+
+    points, intervals = library.get_interval_estimates(
+        {"x": scores}, lambda s: np.array([statistic(s)]), reps=reps, random_state=np.random.RandomState(seed))
+    return float(points["x"][0]), float(intervals["x"][0, 0]), float(intervals["x"][1, 0])
+
+
+def aggregates(matrices: dict[str, np.ndarray], reps: int, normalised: bool = True) -> list[dict]:
+    """Mean, median, IQM and optimality gap (of normalised scores only) with 95 % CIs per objective."""
+    from rliable import metrics
+
+    statistics = {"mean": metrics.aggregate_mean, "median": metrics.aggregate_median, "IQM": metrics.aggregate_iqm,
+                  "optimality gap": metrics.aggregate_optimality_gap}
+    rows = []
+    for objective, scores in matrices.items():
+        row = {"objective": objective, "runs": scores.shape[0], "tasks": scores.shape[1]}
+        for name, statistic in statistics.items():
+            row[name] = interval(scores, statistic, reps) if name != "optimality gap" or normalised else (math.nan,) * 3
+        rows.append(row)
+    return rows
+
+
+def improvement(matrices: dict[str, np.ndarray], reps: int, of: str = "r2dreamer") -> list[dict]:
+    """P(``of`` > each other objective) per task, averaged over tasks, with its 95 % CI (rliable)."""
+    from rliable import library, metrics
+
+    if of not in matrices:
+        return []
+    pairs = {f"{of},{other}": [matrices[of], matrices[other]] for other in matrices if other != of}
+    if not pairs:
+        return []
+    points, intervals = library.get_interval_estimates(pairs, metrics.probability_of_improvement, reps=reps,
+                                                       random_state=np.random.RandomState(0))
+    return [{"pair": pair, "probability": (float(np.ravel(points[pair])[0]), *map(float, np.ravel(intervals[pair])))}
+            for pair in pairs]
+
+
+def score_matrices(runs: list[Run]) -> tuple[dict[str, np.ndarray], list[str], int]:
+    """(seeds x tasks) normalised final scores per objective, on the tasks every objective
+    finished, with as many seeds as each task has for every objective."""
+    finished = [run for run in runs if run.finished and run.score() is not None]
+    by = defaultdict(lambda: defaultdict(list))
+    for run in sorted(finished, key=lambda run: run.seed):
+        by[run.objective][run.task].append(run.score())
+    if not by:
+        return {}, [], 0
+    tasks = sorted(set.intersection(*(set(tasks) for tasks in by.values())))
+    seeds = min((len(by[objective][task]) for objective in by for task in tasks), default=0)
+    if not tasks or not seeds:
+        return {}, [], 0
+    matrices = {objective: np.array([[by[objective][task][k] for task in tasks] for k in range(seeds)])
+                for objective in sorted(by, key=order)}
+    return matrices, tasks, seeds
+
+
+def order(objective: str) -> tuple:
+    known = list(COLOURS)
+    return (known.index(objective) if objective in known else len(known), objective)
+
+
+# -- published references -------------------------------------------------------------------
+
+
+def dreamerv3_curves(suite: str) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+    """DreamerV3's released training-episode curves for a suite: task -> [(xs, ys) per seed]."""
+    path = REFERENCE_DIR / "dreamerv3-scores" / f"{suite}-dreamerv3.json.gz"
+    if not path.exists():
+        return {}
+    curves = defaultdict(list)
+    for run in json.load(gzip.open(path)):
+        task = run["task"].split("_", 1)[1]  # dmc_walker_walk -> walker_walk, atari_pong -> pong
+        curves[task].append((np.asarray(run["xs"], float), np.asarray(run["ys"], float)))
+    return curves
+
+
+def dreamerv3_at(suite: str, task: str, step: int) -> float | None:
+    """DreamerV3's value at ``step``: over seeds, the mean of each seed's mean training-episode
+    return in the window ending there (10k steps; 50k at 1M; Atari's 10k frames), the
+    convention of docs/reference-scores.md.  None when the files do not reach ``step``."""
+    window = 50_000 if step >= 1_000_000 else 10_000
+    means = []
+    for xs, ys in dreamerv3_curves(suite).get(task, []):
+        inside = (xs > step - window) & (xs <= step)
+        if inside.any():
+            means.append(ys[inside].mean())
+    return float(np.mean(means)) if means else None
+
+
+# -- tables ---------------------------------------------------------------------------------------
+
+
+def cell(values: list[float], reps: int) -> str:
+    from rliable import metrics
+
+    if not values:
+        return ""
+    mean, low, high = interval(np.array(values)[:, None], metrics.aggregate_mean, reps)
+    return f"{mean:.3f} [{low:.3f}, {high:.3f}] (n={len(values)})"
+
+
+def task_tables(runs: list[Run], reps: int) -> dict[str, tuple[list[str], list[list[str]]]]:
+    """Per suite: rows tasks, columns objectives (normalised final score, mean [95 % CI] (seeds)), and DreamerV3."""
+    tables = {}
+    for suite in sorted({run.suite for run in runs}):
+        here = [run for run in runs if run.suite == suite and run.finished and run.score() is not None]
+        objectives = sorted({run.objective for run in here}, key=order)
+        header = ["task", "budget", *objectives, "DreamerV3 (training episodes)"]
+        rows = []
+        for task in sorted({run.task for run in here}):
+            budget = max(run.budget for run in here if run.task == task)
+            reference = dreamerv3_at(suite, task, budget)
+            rows.append([task, str(budget),
+                         *(cell([run.score() for run in here if run.task == task and run.objective == objective], reps)
+                           for objective in objectives),
+                         "" if reference is None else f"{normalise(suite, task, reference):.3f}"])
+        tables[suite] = (header, rows)
+    return tables
+
+
+def wall_clock(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
+    """Hours per 1M environment steps per suite and objective, from the runs' own timing."""
+    header = ["suite", "objective", "runs", "hours per 1M steps", "hardware", "paper Table 1 (RTX 3080 Ti)"]
+    groups = defaultdict(list)
+    for run in runs:
+        if run.finished and run.hours:
+            groups[run.suite, run.objective].append(run)
+    rows = []
+    for (suite, objective), group in sorted(groups.items(), key=lambda item: (item[0][0], order(item[0][1]))):
+        per_million = [run.hours / run.step * 1e6 for run in group]
+        hardware = sorted({f"{run.facts.get('gpu') or run.facts.get('cpu')} ({run.facts.get('torch_threads')} threads)"
+                           for run in group})
+        paper = PAPER_TABLE1_HOURS.get(objective)
+        rows.append([suite, objective, str(len(group)), f"{np.mean(per_million):.2f}", "; ".join(hardware),
+                     "" if paper is None else f"{paper}"])
+    return header, rows
+
+
+def estimate(point: float, low: float, high: float) -> str:
+    return "" if math.isnan(point) else f"{point:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def markdown(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
+    with open(path, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+# -- figures ----------------------------------------------------------------------------------------
+
+
+def colour(objective: str, objectives: list[str]) -> str:
+    if objective in COLOURS:
+        return COLOURS[objective]
+    others = sorted(o for o in objectives if o not in COLOURS)
+    return OTHER_COLOURS[others.index(objective) % len(OTHER_COLOURS)]
+
+
+def curve_matrix(runs: list[Run]) -> tuple[np.ndarray, np.ndarray] | None:
+    """(seeds x steps) normalised evaluation scores on the steps every run evaluated at."""
+    steps = sorted(set.intersection(*(set(step for step, _ in run.evaluations) for run in runs)))
+    if not steps:
+        return None
+    values = [[normalise(run.suite, run.task, dict(run.evaluations)[step]) for step in steps] for run in runs]
+    return np.asarray(steps), np.asarray(values)
+
+
+def band(values: np.ndarray, reps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean over seeds at each step and its stratified-bootstrap 95 % CI (rliable), for (seeds x steps)."""
+    from rliable import library, metrics
+
+    scores = values[:, None, :]  # runs x tasks x steps
+    def per_step(s):
+        return np.array([metrics.aggregate_mean(s[..., k]) for k in range(s.shape[-1])])
+
+    points, intervals = library.get_interval_estimates({"x": scores}, per_step, reps=reps,
+                                                       random_state=np.random.RandomState(0))
+    return points["x"], intervals["x"][0], intervals["x"][1]
+
+
+def learning_curves(runs: list[Run], suite: str, path: Path, reps: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    here = [run for run in runs if run.suite == suite and run.evaluations]
+    tasks = sorted({run.task for run in here})
+    objectives = sorted({run.objective for run in here}, key=order)
+    columns = min(4, len(tasks))
+    rows = math.ceil(len(tasks) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows), squeeze=False)
+    for ax, task in zip(axes.flat, tasks):
+        for objective in objectives:
+            matrix = curve_matrix([run for run in here if run.task == task and run.objective == objective])
+            if matrix is None:
+                continue
+            steps, values = matrix
+            mean, low, high = band(values, reps)
+            ax.plot(steps, mean, color=colour(objective, objectives), label=f"{objective} ({len(values)})")
+            ax.fill_between(steps, low, high, color=colour(objective, objectives), alpha=0.2)
+        reference = dreamerv3_curves(suite).get(task)
+        if reference:
+            limit = max(run.budget for run in here if run.task == task)
+            grid = np.arange(10_000, limit + 1, 10_000)
+            means = [np.mean([ys[(xs > x - 10_000) & (xs <= x)].mean() for xs, ys in reference
+                              if ((xs > x - 10_000) & (xs <= x)).any()] or [np.nan]) for x in grid]
+            ax.plot(grid, [normalise(suite, task, m) for m in means], color="0.4", linestyle="--",
+                    label="DreamerV3 (training episodes)")
+        ax.set_title(task)
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel("normalised score" if suite != "gym" else "return")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(tasks):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def iqm_curve(runs: list[Run], suite: str, path: Path, reps: int) -> bool:
+    """The suite's IQM over runs x tasks at each evaluation step all its finished runs share."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from rliable import library, metrics
+
+    here = [run for run in runs if run.suite == suite and run.finished and run.evaluations]
+    matrices, tasks, seeds = score_matrices(here)
+    if not matrices:
+        return False
+    chosen = [run for run in here if run.task in tasks]
+    steps = sorted(set.intersection(*(set(step for step, _ in run.evaluations) for run in chosen)))
+    if not steps:
+        return False
+    figure, ax = plt.subplots(figsize=(5, 3.5))
+    for objective in matrices:
+        scores = np.array([[[normalise(suite, task, dict(run.evaluations)[step]) for step in steps]
+                            for run in sorted((r for r in chosen if r.objective == objective and r.task == task),
+                                              key=lambda r: r.seed)[:seeds]] for task in tasks])  # tasks x seeds x steps
+        scores = scores.transpose(1, 0, 2)  # runs x tasks x steps
+        points, intervals = library.get_interval_estimates(
+            {"x": scores}, lambda s: np.array([metrics.aggregate_iqm(s[..., k]) for k in range(s.shape[-1])]),
+            reps=reps, random_state=np.random.RandomState(0))
+        ax.plot(steps, points["x"], color=colour(objective, list(matrices)), label=objective)
+        ax.fill_between(steps, intervals["x"][0], intervals["x"][1], color=colour(objective, list(matrices)), alpha=0.2)
+    ax.set_title(f"{suite}: IQM over {seeds} seed(s) x {len(tasks)} task(s)")
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("IQM of normalised score")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return True
+
+
+def improvement_figure(rows: list[dict], suite: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, ax = plt.subplots(figsize=(5, 0.6 * len(rows) + 1.2))
+    for index, row in enumerate(rows):
+        point, low, high = row["probability"]
+        other = row["pair"].split(",")[1]
+        ax.barh(index, high - low, left=low, height=0.5, color=colour(other, [other]), alpha=0.6)
+        ax.plot([point, point], [index - 0.25, index + 0.25], color="black")
+    ax.set_yticks(range(len(rows)), [f"r2dreamer > {row['pair'].split(',')[1]}" for row in rows])
+    ax.axvline(0.5, color="0.5", linestyle=":")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("probability of improvement (95 % CI)")
+    ax.set_title(suite)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+# -- the command ---------------------------------------------------------------------------------
+
+
+def report(paths: list[Path], out: Path, reps: int = 2000) -> str:
+    runs, problems = find_runs(paths)
+    if not runs:
+        raise ValueError(f"no runs under {', '.join(map(str, paths))} (a run directory holds metrics.jsonl)")
+    (out / "tables").mkdir(parents=True, exist_ok=True)
+    (out / "figures").mkdir(exist_ok=True)
+    lines = [f"# Report: {len(runs)} run(s) from {', '.join(map(str, paths))}", ""]
+    lines += ["Scores: final evaluation return of the policy's mode, normalised (DMC /1000; Atari "
+              "(score - random) / (human - random); Meta-World success rate; Crafter score / 100; other suites raw). "
+              "Cells: mean over seeds [stratified-bootstrap 95 % CI] (n = seeds). DreamerV3: the authors' released "
+              "training-episode returns of the stochastic policy at the same step (experiments/reference/), "
+              "not evaluation returns.", ""]
+    for suite, (header, rows) in task_tables(runs, reps).items():
+        write_csv(out / "tables" / f"{suite}.csv", header, rows)
+        lines += [f"## {suite}", "", markdown(header, rows), ""]
+        here = [run for run in runs if run.suite == suite]
+        matrices, tasks, seeds = score_matrices(here)
+        if matrices:
+            aggregate = aggregates(matrices, reps, normalised=suite in NORMALISED)
+            aggregate_header = ["objective", "runs", "tasks", "mean", "median", "IQM", "optimality gap"]
+            aggregate_rows = [[row["objective"], str(row["runs"]), str(row["tasks"]),
+                               *(estimate(*row[key]) for key in aggregate_header[3:])]
+                              for row in aggregate]
+            write_csv(out / "tables" / f"{suite}_aggregates.csv",
+                      ["objective", "runs", "tasks", *(f"{key} {part}" for key in aggregate_header[3:]
+                                                       for part in ("point", "low", "high"))],
+                      [[row["objective"], row["runs"], row["tasks"], *(value for key in aggregate_header[3:] for value in row[key])]
+                       for row in aggregate])
+            lines += [f"Aggregates over {seeds} seed(s) x {len(tasks)} task(s) ({', '.join(tasks)}), rliable, "
+                      f"stratified bootstrap, {reps} resamples:", "", markdown(aggregate_header, aggregate_rows), ""]
+            pairs = improvement(matrices, reps)
+            if pairs:
+                lines += ["Probability of improvement of r2dreamer:", "",
+                          markdown(["pair", "P(X > Y) [95 % CI]"],
+                                   [[row["pair"].replace(",", " > "), estimate(*row["probability"])]
+                                    for row in pairs]), ""]
+                improvement_figure(pairs, suite, out / "figures" / f"{suite}_improvement.png")
+            iqm_curve(runs, suite, out / "figures" / f"{suite}_iqm.png", reps)
+        learning_curves(runs, suite, out / "figures" / f"{suite}_curves.png", reps)
+    header, rows = wall_clock(runs)
+    write_csv(out / "tables" / "wall_clock.csv", header, rows)
+    lines += ["## Wall clock", "", f"From each run's training time (run.json). Paper column: {PAPER_TABLE1_SOURCE}.", "",
+              markdown(header, rows), ""]
+    lines += ["## Missing or unfinished runs", ""] + ([f"- {problem}" for problem in problems] or ["None."]) + [""]
+    lines += ["## Figures", ""] + [f"- figures/{path.name}" for path in sorted((out / "figures").glob("*.png"))] + [""]
+    text = "\n".join(lines)
+    (out / "report.md").write_text(text)
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dreamer.report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("paths", nargs="+", type=Path, help="run or sweep directories")
+    parser.add_argument("--out", type=Path, help="where report.md, tables/ and figures/ go (default: <first path>/report)")
+    parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples for the 95 %% CIs (default 2000)")
+    args = parser.parse_args(argv)
+    for path in args.paths:
+        if not path.is_dir():
+            print(f"error: {path} is not a directory; give run or sweep directories", file=sys.stderr)
+            return 2
+    try:
+        print(report(args.paths, args.out or args.paths[0] / "report", args.reps))
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""``python -m dreamer.report``: the paper's tables and figures from runs, rliable's statistics,
+the published reference numbers, and what it says about missing and unfinished runs."""
+
+import csv
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import read_metrics, run_cli
+from dreamer import report
+
+VARIANTS = ["dreamer", "r2dreamer", "infonce", "dreamerpro"]
+
+
+def test_report_of_the_smoke_ablation(smoke_ablation, tmp_path):
+    from rliable import library, metrics
+
+    # A partial copy beside it: one run whose job list says a second should exist, cut short.
+    partial = tmp_path / "partial"
+    copied = partial / "CartPole-v1" / "r2dreamer" / "seed0"
+    copied.mkdir(parents=True)
+    for name in ("run.json", "config.yaml"):
+        shutil.copy(smoke_ablation / "CartPole-v1" / "r2dreamer" / "seed0" / name, copied / name)
+    rows = read_metrics(smoke_ablation / "CartPole-v1" / "r2dreamer" / "seed0")
+    (copied / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows if row["step"] <= 100))
+    (partial / "jobs.yaml").write_text("jobs:\n- {dir: CartPole-v1/r2dreamer/seed0}\n- {dir: CartPole-v1/r2dreamer/seed100}\n")
+
+    out = tmp_path / "report"
+    result = run_cli(str(smoke_ablation), str(partial), "--out", str(out), "--reps", "300", module="dreamer.report")
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = (out / "report.md").read_text()
+    assert text in result.stdout
+    assert f"{partial / 'CartPole-v1' / 'r2dreamer' / 'seed100'}: missing" in text
+    assert f"{copied}: unfinished (step 100 of 200)" in text
+
+    with open(out / "tables" / "gym.csv") as file:
+        [header, row] = list(csv.reader(file))
+    assert header == ["task", "budget", *VARIANTS, "DreamerV3 (training episodes)"]
+    assert row[:2] == ["CartPole-v1", "200"] and all(cell.endswith("(n=2)") for cell in row[2:6])
+
+    # The aggregates are rliable's on the same scores (final eval/return of each finished run).
+    scores = {variant: np.array([[read_metrics(smoke_ablation / "CartPole-v1" / variant / f"seed{seed}")[-1]["eval/return"]]
+                                 for seed in (0, 100)]) for variant in VARIANTS}
+    points, intervals = library.get_interval_estimates(
+        scores, lambda s: np.array([metrics.aggregate_iqm(s)]), reps=300, random_state=np.random.RandomState(0))
+    with open(out / "tables" / "gym_aggregates.csv") as file:
+        aggregates = {line["objective"]: line for line in csv.DictReader(file)}
+    for variant in VARIANTS:
+        line = aggregates[variant]
+        assert int(line["runs"]) == 2 and int(line["tasks"]) == 1
+        assert float(line["IQM point"]) == pytest.approx(points[variant][0])
+        assert float(line["IQM low"]) == pytest.approx(intervals[variant][0, 0])
+        assert float(line["IQM high"]) == pytest.approx(intervals[variant][1, 0])
+    assert "r2dreamer > dreamerpro" in text
+
+    for name in ("gym_curves.png", "gym_iqm.png", "gym_improvement.png"):
+        with Image.open(out / "figures" / name) as image:
+            assert image.width >= 300 and image.height >= 200, name
+            assert len(np.unique(np.asarray(image.convert("L")))) > 10, name  # not a blank canvas
+
+    with open(out / "tables" / "wall_clock.csv") as file:
+        clock = list(csv.DictReader(file))
+    assert [line["objective"] for line in clock] == VARIANTS and all(float(line["hours per 1M steps"]) > 0 for line in clock)
+
+
+def test_report_of_one_run_and_of_nothing(smoke_ablation, tmp_path):
+    run_dir = smoke_ablation / "CartPole-v1" / "infonce" / "seed100"
+    result = run_cli(str(run_dir), "--out", str(tmp_path / "one"), "--reps", "100", module="dreamer.report")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| CartPole-v1 | 200 | " in result.stdout and "(n=1)" in result.stdout
+    empty = run_cli(str(tmp_path / "one" / "tables"), module="dreamer.report")
+    assert empty.returncode == 2 and empty.stderr.strip() == (
+        f"error: no runs under {tmp_path / 'one' / 'tables'} (a run directory holds metrics.jsonl)")
+
+
+def test_statistics_against_values_by_hand():
+    # IQM of 0..7: the middle half 2, 3, 4, 5 -> 3.5; identical samples improve on each other half the time.
+    from rliable import metrics
+
+    point, low, high = report.interval(np.arange(8.0)[:, None], metrics.aggregate_iqm, reps=200)
+    assert point == 3.5 and low <= 3.5 <= high
+    same = np.array([[1.0, 2.0], [3.0, 4.0]])
+    [row] = report.improvement({"r2dreamer": same, "dreamer": same.copy()}, reps=100)
+    assert row["probability"][0] == 0.5 and row["probability"][1] <= 0.5 <= row["probability"][2]
+    assert report.normalise("dmc_vision", "walker_walk", 800) == 0.8
+    assert report.normalise("atari100k", "pong", 14.6) == pytest.approx(1.0)  # human
+    assert report.normalise("atari100k", "pong", -20.7) == pytest.approx(0.0)  # random
+    every_time = [{"step": k, **{f"episode/achievement_{n}": 1.0 for n in range(22)}} for k in range(3)]
+    assert report.crafter_score(every_time) == pytest.approx(1.0)  # exp(mean(log(101))) - 1 = 100 %
+    half = [{"step": k, **{f"episode/achievement_{n}": float(k % 2) for n in range(22)}} for k in range(4)]
+    assert report.crafter_score(half) == pytest.approx(0.5)  # every achievement in 50 % of episodes
+
+
+@pytest.mark.parametrize("suite, task, step, published", [
+    ("dmc_vision", "walker_walk", 100_000, 605), ("dmc_vision", "cheetah_run", 1_000_000, 836),
+    ("dmc_proprio", "walker_stand", 100_000, 767), ("dmc_proprio", "cartpole_balance", 200_000, 941),
+])
+def test_dreamerv3_reference_matches_the_published_table(suite, task, step, published):
+    # The published table of DreamerV3's scores (README, "Reference numbers") from the same files.
+    assert round(report.dreamerv3_at(suite, task, step)) == published
+    assert report.dreamerv3_at(suite, task, 5_000_000) is None  # past the curves' end
+    assert not math.isnan(report.normalise(suite, task, published))
