@@ -22,6 +22,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 PRECISIONS = ("fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
+WANDB_MODES = ("online", "offline", "disabled")
 
 
 class ConfigError(ValueError):
@@ -160,6 +161,9 @@ def check(cfg: DictConfig) -> None:
 
         if not torch.cuda.is_available():
             raise ConfigError(f"device={cfg.device} but no CUDA device is available; use device=cpu or device=auto")
+    wandb_mode = OmegaConf.select(cfg, "logger.wandb.mode")
+    if wandb_mode is not None and wandb_mode not in WANDB_MODES:
+        raise ConfigError(f"logger.wandb.mode={wandb_mode} is not one of {', '.join(WANDB_MODES)}")
     if cfg.cuda_graphs and not cfg.compile:
         raise ConfigError("cuda_graphs=true replays the compiled RSSM steps; it needs compile=true")
     if cfg.replay.capacity // cfg.env_num < cfg.batch_length + 1:

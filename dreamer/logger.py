@@ -107,8 +107,6 @@ class WandbSink(Sink):
                  tags: list[str] | tuple = (), mode: str = "online"):
         import wandb  # imported here: only logger=wandb needs it
 
-        if mode not in WANDB_MODES:
-            raise ValueError(f"logger.wandb.mode={mode} is not one of {', '.join(WANDB_MODES)}")
         if mode == "online" and not wandb_credentials():
             log.warning("logger.wandb.mode=online but no wandb API key (WANDB_API_KEY or `wandb login`): "
                         "logging offline to %s/wandb; upload with `wandb sync`", run_dir)
@@ -143,9 +141,6 @@ class WandbSink(Sink):
 
     def close(self) -> None:
         self.run.finish()
-
-
-WANDB_MODES = ("online", "offline", "disabled")
 
 
 class TensorBoardSink(Sink):

@@ -45,6 +45,8 @@ CASES = [
     ("model.deter=0", "model.deter=0 is invalid; it must be a number > 0"),
     ("compile=false cuda_graphs=true", "cuda_graphs=true replays the compiled RSSM steps; it needs compile=true"),
     ("nosuchkey=3", "Could not override 'nosuchkey'"),
+    ("logger=nope", "logger=nope is not a known option; choose one of: jsonl, tensorboard, wandb"),
+    ("logger=wandb logger.wandb.mode=sometimes", "logger.wandb.mode=sometimes is not one of online, offline, disabled"),
 ]
 
 
