@@ -262,13 +262,13 @@ def dreamerv3_at(suite: str, task: str, step: int) -> float | None:
 # -- tables ---------------------------------------------------------------------------------------
 
 
-def cell(values: list[float], reps: int) -> str:
+def cell(values: list[float], reps: int, digits: int = 3) -> str:
     from rliable import metrics
 
     if not values:
         return ""
     mean, low, high = interval(np.array(values)[:, None], metrics.aggregate_mean, reps)
-    return f"{mean:.3f} [{low:.3f}, {high:.3f}] (n={len(values)})"
+    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}] (n={len(values)})"
 
 
 def task_tables(runs: list[Run], reps: int) -> dict[str, tuple[list[str], list[list[str]]]]:
@@ -283,7 +283,8 @@ def task_tables(runs: list[Run], reps: int) -> dict[str, tuple[list[str], list[l
             budget = max(run.budget for run in here if run.task == task)
             reference = dreamerv3_at(suite, task, budget)
             rows.append([task, str(budget),
-                         *(cell([run.score() for run in here if run.task == task and run.objective == objective], reps)
+                         *(cell([run.score() for run in here if run.task == task and run.objective == objective], reps,
+                                3 if suite in NORMALISED else 1)
                            for objective in objectives),
                          "" if reference is None else f"{normalise(suite, task, reference):.3f}"])
         tables[suite] = (header, rows)
@@ -291,25 +292,26 @@ def task_tables(runs: list[Run], reps: int) -> dict[str, tuple[list[str], list[l
 
 
 def wall_clock(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
-    """Hours per 1M environment steps per suite and objective, from the runs' own timing."""
-    header = ["suite", "objective", "runs", "hours per 1M steps", "hardware", "paper Table 1 (RTX 3080 Ti)"]
+    """Hours per 1M environment steps per suite, task and objective, from the runs' own
+    timing, and the paper's Table 1 beside DMC Vision walker_walk (the task it timed)."""
+    header = ["suite", "task", "objective", "runs", "hours per 1M steps", "hardware", "paper Table 1 (RTX 3080 Ti)"]
     groups = defaultdict(list)
     for run in runs:
         if run.finished and run.hours:
-            groups[run.suite, run.objective].append(run)
+            groups[run.suite, run.task, run.objective].append(run)
     rows = []
-    for (suite, objective), group in sorted(groups.items(), key=lambda item: (item[0][0], order(item[0][1]))):
+    for (suite, task, objective), group in sorted(groups.items(), key=lambda item: (*item[0][:2], order(item[0][2]))):
         per_million = [run.hours / run.step * 1e6 for run in group]
         hardware = sorted({f"{run.facts.get('gpu') or run.facts.get('cpu')} ({run.facts.get('torch_threads')} threads)"
                            for run in group})
-        paper = PAPER_TABLE1_HOURS.get(objective)
-        rows.append([suite, objective, str(len(group)), f"{np.mean(per_million):.2f}", "; ".join(hardware),
+        paper = PAPER_TABLE1_HOURS.get(objective) if (suite, task) == ("dmc_vision", "walker_walk") else None
+        rows.append([suite, task, objective, str(len(group)), f"{np.mean(per_million):.2f}", "; ".join(hardware),
                      "" if paper is None else f"{paper}"])
     return header, rows
 
 
-def estimate(point: float, low: float, high: float) -> str:
-    return "" if math.isnan(point) else f"{point:.3f} [{low:.3f}, {high:.3f}]"
+def estimate(point: float, low: float, high: float, digits: int = 3) -> str:
+    return "" if math.isnan(point) else f"{point:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
 def markdown(header: list[str], rows: list[list[str]]) -> str:
@@ -482,7 +484,8 @@ def report(paths: list[Path], out: Path, reps: int = 2000) -> str:
             aggregate = aggregates(matrices, reps, normalised=suite in NORMALISED)
             aggregate_header = ["objective", "runs", "tasks", "mean", "median", "IQM", "optimality gap"]
             aggregate_rows = [[row["objective"], str(row["runs"]), str(row["tasks"]),
-                               *(estimate(*row[key]) for key in aggregate_header[3:])]
+                               *(estimate(*row[key], digits=3 if suite in NORMALISED else 1)
+                                 for key in aggregate_header[3:])]
                               for row in aggregate]
             write_csv(out / "tables" / f"{suite}_aggregates.csv",
                       ["objective", "runs", "tasks", *(f"{key} {part}" for key in aggregate_header[3:]
@@ -502,7 +505,9 @@ def report(paths: list[Path], out: Path, reps: int = 2000) -> str:
         learning_curves(runs, suite, out / "figures" / f"{suite}_curves.png", reps)
     header, rows = wall_clock(runs)
     write_csv(out / "tables" / "wall_clock.csv", header, rows)
-    lines += ["## Wall clock", "", f"From each run's training time (run.json). Paper column: {PAPER_TABLE1_SOURCE}.", "",
+    paper = ", ".join(f"{objective} {hours} h" for objective, hours in PAPER_TABLE1_HOURS.items())
+    lines += ["## Wall clock", "", f"From each run's training time (run.json). {PAPER_TABLE1_SOURCE}: {paper} "
+              "(the authors' DreamerV3 is our `dreamer`).", "",
               markdown(header, rows), ""]
     lines += ["## Missing or unfinished runs", ""] + ([f"- {problem}" for problem in problems] or ["None."]) + [""]
     lines += ["## Figures", ""] + [f"- figures/{path.name}" for path in sorted((out / "figures").glob("*.png"))] + [""]

@@ -2,6 +2,7 @@
 checkpoints and failed writes."""
 
 import errno
+import shutil
 import time
 from pathlib import Path
 
@@ -20,13 +21,18 @@ def snapshot(directory: Path) -> dict[str, bytes]:
     return {str(path.relative_to(directory)): path.read_bytes() for path in sorted(directory.rglob("*")) if path.is_file()}
 
 
-@pytest.fixture
-def trained(tmp_path):
-    """A finished 100-step run with checkpoints at 50 and 100."""
-    run_dir = tmp_path / "run"
+@pytest.fixture(scope="module")
+def trained_once(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("trained") / "run"
     result = run_cli(*SHORT, "steps=100", "checkpoint.every=50", f"hydra.run.dir={run_dir}")
     assert result.returncode == 0, result.stderr[-2000:]
     return run_dir
+
+
+@pytest.fixture
+def trained(trained_once, tmp_path):
+    """A finished 100-step run with checkpoints at 50 and 100 (a copy of one trained per module)."""
+    return Path(shutil.copytree(trained_once, tmp_path / "run"))
 
 
 def test_two_runs_started_together_get_two_directories_with_unmixed_metrics(tmp_path):
