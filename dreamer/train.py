@@ -229,6 +229,8 @@ def plan_sweep(arguments: list[str], cfg: DictConfig, jobs: list[Job]) -> list[s
         try:
             job.start = rundir.how_to_start(job.run_dir, cfg.resume, job.steps)
         except ConfigError:
+            if cfg.resume is not None:
+                raise  # resume=auto and a checkpoint that does not load: the error names it
             taken.append(job)
     if taken:
         raise ConfigError(
@@ -242,7 +244,7 @@ def plan_sweep(arguments: list[str], cfg: DictConfig, jobs: list[Job]) -> list[s
         "command": "python -m dreamer.train " + " ".join(arguments),
         "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "counts": counts,
-        "jobs": [{"num": job.num, "dir": str(job.run_dir.relative_to(sweep_dir)), "start": job.start,
+        "jobs": [{"num": job.num, "dir": os.path.relpath(job.run_dir, sweep_dir), "start": job.start,
                   "overrides": job.overrides} for job in jobs],
     }
     sweep_dir.mkdir(parents=True, exist_ok=True)

@@ -146,3 +146,11 @@ def test_each_job_takes_its_share_of_the_cores(launcher, threads):
         assert torch.get_num_threads() == threads
     finally:
         torch.set_num_threads(before)
+
+
+def test_resume_auto_names_a_checkpoint_that_does_not_load(tmp_path):
+    run_dir = tmp_path / "CartPole-v1" / "r2dreamer" / "seed0"
+    run_dir.mkdir(parents=True)
+    (run_dir / "checkpoint.pt").write_text("not a checkpoint")
+    reason = refusal(*SMOKE, "seed=0", "resume=auto", f"hydra.sweep.dir={tmp_path}")
+    assert reason.startswith(f"resume={run_dir}: {run_dir / 'checkpoint.pt'} does not load"), reason
