@@ -24,7 +24,7 @@ def launch(*arguments: str) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def wait_for_rows(run_dir: Path, rows: int, process: subprocess.Popen, timeout: float = 240) -> None:
+def wait_for_rows(run_dir: Path, rows: int, process: subprocess.Popen, timeout: float = 600) -> None:
     deadline = time.time() + timeout
     metrics = run_dir / "metrics.jsonl"
     while not (metrics.exists() and len(metrics.read_text().splitlines()) >= rows):
