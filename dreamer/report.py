@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import gzip
 import json
 import math
@@ -82,6 +83,7 @@ def score_key(suite: str) -> str:
     return "eval/success" if suite == "metaworld" else "eval/return"
 
 
+@functools.cache
 def atari_baselines() -> dict[str, tuple[float, float]]:
     data = yaml.safe_load((REFERENCE_DIR / "atari_human_random.yaml").read_text())
     return {game: (float(scores["random"]), float(scores["human"])) for game, scores in data["games"].items()}
@@ -234,6 +236,7 @@ def order(objective: str) -> tuple:
 # -- published references -------------------------------------------------------------------
 
 
+@functools.cache
 def dreamerv3_curves(suite: str) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
     """DreamerV3's released training-episode curves for a suite: task -> [(xs, ys) per seed]."""
     path = REFERENCE_DIR / "dreamerv3-scores" / f"{suite}-dreamerv3.json.gz"
@@ -243,7 +246,7 @@ def dreamerv3_curves(suite: str) -> dict[str, list[tuple[np.ndarray, np.ndarray]
     for run in json.load(gzip.open(path)):
         task = run["task"].split("_", 1)[1]  # dmc_walker_walk -> walker_walk, atari_pong -> pong
         curves[task].append((np.asarray(run["xs"], float), np.asarray(run["ys"], float)))
-    return curves
+    return dict(curves)
 
 
 def dreamerv3_at(suite: str, task: str, step: int) -> float | None:
