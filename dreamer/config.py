@@ -52,6 +52,7 @@ class ModelConfig:
     units: int = above(0)
     layers: int = at_least(0)
     cnn_mults: list[int] = MISSING  # channel multipliers of the CNN stages; each halves the image
+    cnn_kernel: int = above(0, 5)  # odd: 'same' padding centres it
     cnn_keys: str = MISSING  # regex over image observation keys
     mlp_keys: str = MISSING  # regex over vector observation keys
     world_model: Any = MISSING  # dreamer.world_model.WorldModel arguments
@@ -178,6 +179,9 @@ def check(cfg: DictConfig) -> None:
     lr = cfg.optimizer.get("lr")
     if lr is not None and (not isinstance(lr, (int, float)) or isinstance(lr, bool) or not lr > 0):
         raise ConfigError(f"optimizer.lr={lr} is invalid; it must be a number > 0")
+    kernel = cfg.model.cnn_kernel
+    if kernel % 2 == 0:
+        raise ConfigError(f"model.cnn_kernel={kernel} is invalid; it must be an odd whole number >= 1 (3, 5, ...)")
     size = cfg.env.get("size")
     stride = 2 ** len(cfg.model.cnn_mults)
     if size is not None and any(int(side) % stride or int(side) <= 0 for side in size):

@@ -72,6 +72,21 @@ class Run:
     def hours(self) -> float | None:
         return (self.facts.get("result") or {}).get("hours")
 
+    def training_return(self, window: int = 10_000) -> float | None:
+        """Mean return of the training episodes that ended in the last ``window`` environment
+        steps of the run (the stochastic policy's, as DreamerV3's released curves are)."""
+        returns = [float(row["episode/return"]) for row in self.rows
+                   if "episode/return" in row and row["step"] > self.step - window]
+        return float(np.mean(returns)) if returns else None
+
+    def training_curve(self, window: int = 10_000) -> tuple[np.ndarray, np.ndarray]:
+        """Mean training-episode return per ``window`` of environment steps, at each window's end."""
+        episodes = [(row["step"], float(row["episode/return"])) for row in self.rows if "episode/return" in row]
+        ends = np.arange(window, self.step + window, window)
+        means = [np.mean([value for step, value in episodes if end - window < step <= end] or [np.nan]) for end in ends]
+        keep = ~np.isnan(means)
+        return ends[keep], np.asarray(means)[keep]
+
     def score(self) -> float | None:
         """The normalised final score: the last evaluation (Crafter: the score of all training episodes)."""
         if self.suite == "crafter":
@@ -294,6 +309,24 @@ def task_tables(runs: list[Run], reps: int) -> dict[str, tuple[list[str], list[l
     return tables
 
 
+def run_table(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
+    """One row per run, raw returns: the final evaluation, the training episodes of the last
+    10k steps, DreamerV3's value at the run's step (training episodes) and the wall clock."""
+    header = ["suite", "task", "objective", "seed", "steps", "final eval return", "training episodes (last 10k steps)",
+              "DreamerV3 (training episodes)", "hours", "hardware"]
+    rows = []
+    for run in sorted(runs, key=lambda run: (run.suite, run.task, order(run.objective), run.seed)):
+        if not run.evaluations:
+            continue
+        train = run.training_return()
+        reference = dreamerv3_at(run.suite, run.task, run.step)
+        hardware = f"{run.facts.get('gpu') or run.facts.get('cpu') or ''} ({run.facts.get('torch_threads')} threads)"
+        rows.append([run.suite, run.task, run.objective, str(run.seed), str(run.step), f"{run.evaluations[-1][1]:.1f}",
+                     "" if train is None else f"{train:.1f}", "" if reference is None else f"{reference:.1f}",
+                     "" if not run.hours else f"{run.hours:.2f}", hardware if run.facts else ""])
+    return header, rows
+
+
 def wall_clock(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
     """Hours per 1M environment steps per suite, task and objective, from the runs' own
     timing, and the paper's Table 1 beside DMC Vision walker_walk (the task it timed)."""
@@ -362,6 +395,16 @@ def band(values: np.ndarray, reps: int) -> tuple[np.ndarray, np.ndarray, np.ndar
     return points["x"], intervals["x"][0], intervals["x"][1]
 
 
+def training_mean(runs: list[Run]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Mean over runs of each run's normalised training-episode return per 10k steps, on the windows all runs have."""
+    curves = [dict(zip(*run.training_curve())) for run in runs]
+    ends = sorted(set.intersection(*(set(curve) for curve in curves))) if curves else []
+    if not ends:
+        return None
+    run = runs[0]
+    return np.asarray(ends), np.array([normalise(run.suite, run.task, np.mean([curve[end] for curve in curves])) for end in ends])
+
+
 def learning_curves(runs: list[Run], suite: str, path: Path, reps: int) -> None:
     import matplotlib
 
@@ -381,8 +424,11 @@ def learning_curves(runs: list[Run], suite: str, path: Path, reps: int) -> None:
                 continue
             steps, values = matrix
             mean, low, high = band(values, reps)
-            ax.plot(steps, mean, color=colour(objective, objectives), label=f"{objective} ({len(values)})")
+            ax.plot(steps, mean, color=colour(objective, objectives), label=f"{objective} eval ({len(values)})")
             ax.fill_between(steps, low, high, color=colour(objective, objectives), alpha=0.2)
+            training = training_mean([run for run in here if run.task == task and run.objective == objective])
+            if training is not None:
+                ax.plot(*training, color=colour(objective, objectives), linestyle=":", label=f"{objective} training episodes")
         reference = dreamerv3_curves(suite).get(task)
         if reference:
             limit = max(run.budget for run in here if run.task == task)
@@ -506,6 +552,11 @@ def report(paths: list[Path], out: Path, reps: int = 2000) -> str:
                 improvement_figure(pairs, suite, out / "figures" / f"{suite}_improvement.png")
             iqm_curve(runs, suite, out / "figures" / f"{suite}_iqm.png", reps)
         learning_curves(runs, suite, out / "figures" / f"{suite}_curves.png", reps)
+    header, rows = run_table(runs)
+    write_csv(out / "tables" / "runs.csv", header, rows)
+    lines += ["## Runs", "", "Raw returns. Final eval: the policy's mode at the last evaluation; training episodes: the "
+              "stochastic policy's episodes that ended in the run's last 10k environment steps, the quantity DreamerV3's "
+              "released curves hold (its column: the same window, mean over its seeds).", "", markdown(header, rows), ""]
     header, rows = wall_clock(runs)
     write_csv(out / "tables" / "wall_clock.csv", header, rows)
     paper = ", ".join(f"{objective} {hours} h" for objective, hours in PAPER_TABLE1_HOURS.items())

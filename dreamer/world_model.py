@@ -37,6 +37,7 @@ class WorldModel(nn.Module):
         depth: int,
         units: int,
         cnn_mults: Sequence[int],
+        cnn_kernel: int = 5,
         encoder_layers: int = 3,
         head_layers: int = 1,
         unimix: float = 0.01,
@@ -45,7 +46,7 @@ class WorldModel(nn.Module):
         loss_scales: dict[str, float] | None = None,
     ):
         super().__init__()
-        self.encoder = MultiEncoder(obs_space, cnn_keys, mlp_keys, depth, encoder_layers, units, cnn_mults)
+        self.encoder = MultiEncoder(obs_space, cnn_keys, mlp_keys, depth, encoder_layers, units, cnn_mults, cnn_kernel)
         self.rssm = RSSM(self.encoder.out_size, action_size, deter, hidden, stoch, classes, blocks, unimix)
         feature_size = self.rssm.feature_size
         self.reward_head = MLP(feature_size, bins, head_layers, units, out_scale=0.0)
@@ -65,6 +66,7 @@ class WorldModel(nn.Module):
             layers=encoder_layers,
             blocks=blocks,
             cnn_mults=tuple(cnn_mults),
+            cnn_kernel=cnn_kernel,
             encoder=self.encoder,
         )
         self.objective = representation(context)

@@ -371,3 +371,21 @@ def test_block_shared_linear_initialises_like_the_block_linear_it_replaces():
     torch.manual_seed(3)
     reference = BlockLinear(2 * (8 // 2 + 6), 4, 2)
     torch.testing.assert_close(layer.weight, reference.weight.transpose(0, 1), rtol=0, atol=0)
+
+
+def test_cnn_kernel_reaches_every_encoder_and_decoder_convolution():
+    from conftest import compose_config
+    from dreamer.envs.base import ActionSpace
+    from dreamer.networks import ConvDecoder, ConvEncoder
+    from dreamer.setup import build_agent
+
+    config = compose_config("model=tiny", "model.cnn_kernel=3", "rep_variant=dreamer", "compile=false")
+    agent = build_agent(config, {"image": (64, 64, 3)}, ActionSpace(2, True), torch.device("cpu"))
+    convolutions = [m for m in agent.world_model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convolutions) == 8 and all(conv.kernel_size == (3, 3) for conv in convolutions)  # 4 encoder + 4 decoder stages
+    # 3x3 'same' convolutions keep the shapes of the 5x5 ones: 64 -> 4x4 x (depth * 4) and back.
+    encoder = ConvEncoder((64, 64, 3), 8, (2, 3, 4, 4), kernel=3)
+    embedding = encoder(torch.zeros(2, 64, 64, 3, dtype=torch.uint8))
+    assert embedding.shape == (2, 32 * 4 * 4) == (2, ConvEncoder((64, 64, 3), 8, (2, 3, 4, 4)).out_size)
+    decoder = ConvDecoder(16, 8, (64, 64, 3), 8, 2, (2, 3, 4, 4), kernel=3)
+    assert decoder(torch.zeros(2, 24)).shape == (2, 64, 64, 3)

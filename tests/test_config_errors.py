@@ -43,6 +43,8 @@ CASES = [
     ("log_every=abc", "log_every=abc is invalid: Value 'abc' of type 'str' could not be converted to Integer"),
     ("seed=-1", "seed=-1 is invalid; it must be a number >= 0"),
     ("model.deter=0", "model.deter=0 is invalid; it must be a number > 0"),
+    ("model.cnn_kernel=4", "model.cnn_kernel=4 is invalid; it must be an odd whole number >= 1 (3, 5, ...)"),
+    ("model.cnn_kernel=0", "model.cnn_kernel=0 is invalid; it must be a number > 0"),
     ("compile=false cuda_graphs=true", "cuda_graphs=true replays the compiled RSSM steps; it needs compile=true"),
     ("nosuchkey=3", "Could not override 'nosuchkey'"),
     ("logger=nope", "logger=nope is not a known option; choose one of: jsonl, tensorboard, wandb"),

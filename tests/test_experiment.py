@@ -29,6 +29,8 @@ def jobs(*arguments: str) -> list[list[str]]:
     (["+experiment=crafter"], 4 * 1 * 5),
     (["+experiment=dmc_vision_smoke"], 4 * 2 * 2),
     (["+experiment=crafter_smoke"], 4 * 1 * 2),
+    (["+experiment=dmc_cpu"], 2 * 4 * 2),
+    (["+experiment=dmc_cpu_vision"], 2 * 2 * 2),
 ])
 def test_preset_expands_to_every_job(arguments, count):
     assert len(jobs(*arguments)) == count
@@ -63,10 +65,21 @@ def test_bad_preset_launcher_or_swept_value_stops_before_any_job(tmp_path, argum
 
 @pytest.mark.parametrize("preset, steps, model, train_ratio", [
     ("dmc_vision", 1_000_000, 2048, 512), ("dmc_proprio", 500_000, 2048, 512), ("atari100k", 400_000, 8192, 128),
-    ("dmc_vision_smoke", 200, 256, 32),
+    ("dmc_vision_smoke", 200, 256, 32), ("dmc_cpu", 100_000, 256, 128), ("dmc_cpu_vision", 100_000, 256, 64),
 ])
 def test_preset_carries_the_suites_budget_model_and_train_ratio(preset, steps, model, train_ratio):
     from conftest import compose_config
 
     cfg = compose_config(f"+experiment={preset}")
     assert (cfg.steps, cfg.model.deter, cfg.train_ratio, cfg.experiment) == (steps, model, train_ratio, preset)
+
+
+def test_cpu_presets_run_seed_by_seed_with_the_cpu_choices():
+    # dmc_cpu runs both objectives on every task for seed 0 before any seed 100 job.
+    listed = jobs("+experiment=dmc_cpu")
+    assert [job for job in listed[:8] if "seed=100" in job] == [] and all("seed=100" in job for job in listed[8:])
+    from conftest import compose_config
+
+    proprio, vision = compose_config("+experiment=dmc_cpu"), compose_config("+experiment=dmc_cpu_vision")
+    assert (proprio.env.obs, proprio.env_workers, proprio.model.cnn_kernel, proprio.eval_episodes) == ("state", False, 5, 10)
+    assert (vision.env.obs, vision.env_workers, vision.model.cnn_kernel, vision.eval_episodes) == ("pixels", True, 3, 10)

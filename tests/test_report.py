@@ -62,6 +62,12 @@ def test_report_of_the_smoke_ablation(smoke_ablation, tmp_path):
             assert image.width >= 300 and image.height >= 200, name
             assert len(np.unique(np.asarray(image.convert("L")))) > 10, name  # not a blank canvas
 
+    with open(out / "tables" / "runs.csv") as file:
+        listed = list(csv.DictReader(file))
+    assert len(listed) == 9 and {line["objective"] for line in listed} == set(VARIANTS)  # 8 finished + the partial one
+    last = read_metrics(smoke_ablation / "CartPole-v1" / "dreamer" / "seed0")[-1]["eval/return"]
+    assert [line["final eval return"] for line in listed if line["objective"] == "dreamer"][0] == f"{last:.1f}"
+
     with open(out / "tables" / "wall_clock.csv") as file:
         clock = list(csv.DictReader(file))
     assert [line["objective"] for line in clock] == VARIANTS and all(float(line["hours per 1M steps"]) > 0 for line in clock)
@@ -104,3 +110,26 @@ def test_dreamerv3_reference_matches_the_published_table(suite, task, step, publ
     assert round(report.dreamerv3_at(suite, task, step)) == published
     assert report.dreamerv3_at(suite, task, 5_000_000) is None  # past the curves' end
     assert not math.isnan(report.normalise(suite, task, published))
+
+
+def test_run_table_and_training_episode_curves_by_hand(tmp_path):
+    # Episodes end at 4k, 9k, 12k, 19k and 20k steps; the run stops at 20k with evaluations at 10k and 20k.
+    rows = [{"step": step, "episode/return": value} for step, value in
+            ((4000, 100.0), (9000, 300.0), (12000, 500.0), (19000, 700.0), (20000, 900.0))]
+    rows += [{"step": 10000, "eval/return": 250.0}, {"step": 20000, "eval/return": 820.0}]
+    facts = {"result": {"hours": 0.5}, "cpu": "AMD EPYC", "torch_threads": 2}
+    run = report.Run(tmp_path, "r2dreamer", "dmc_proprio", "cartpole_balance", 0, 20000, rows, facts)
+    assert run.training_return() == pytest.approx((500 + 700 + 900) / 3)  # episodes in (10k, 20k]
+    assert run.training_return(window=2000) == pytest.approx((700 + 900) / 2)
+    ends, means = run.training_curve()
+    assert list(ends) == [10000, 20000] and list(means) == pytest.approx([200.0, 700.0])
+    other = report.Run(tmp_path, "r2dreamer", "dmc_proprio", "cartpole_balance", 1, 20000,
+                       [{"step": 15000, "episode/return": 100.0}, {"step": 20000, "eval/return": 1.0}])
+    ends, means = report.training_mean([run, other])
+    assert list(ends) == [20000] and list(means) == pytest.approx([(700 + 100) / 2 / 1000])  # normalised, shared windows
+
+    header, [row] = report.run_table([run])
+    line = dict(zip(header, row))
+    assert line["final eval return"] == "820.0" and line["training episodes (last 10k steps)"] == "700.0"
+    assert line["hours"] == "0.50" and line["hardware"] == "AMD EPYC (2 threads)"
+    assert line["DreamerV3 (training episodes)"] == f"{report.dreamerv3_at('dmc_proprio', 'cartpole_balance', 20000):.1f}"

@@ -27,6 +27,7 @@ class ObjectiveContext:
     blocks: int  # GRU blocks
     cnn_mults: Sequence[int]  # CNN stages
     encoder: nn.Module  # the online encoder (owned by the world model)
+    cnn_kernel: int = 5  # CNN kernel size
 
 
 @dataclass

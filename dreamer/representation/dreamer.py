@@ -33,7 +33,7 @@ class ReconstructionObjective(RepresentationObjective):
             self.image_channels = [context.obs_space[key][-1] for key in self.cnn_keys]
             self.image_decoder = ConvDecoder(
                 deter, context.feature_size - deter, (height, width, sum(self.image_channels)), context.depth, context.blocks,
-                context.cnn_mults,
+                context.cnn_mults, context.cnn_kernel,
             )
         self.vector_decoder = None
         if self.mlp_keys:
