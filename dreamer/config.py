@@ -96,6 +96,7 @@ class Config:
     train_start: int = at_least(0)
     env_num: int = above(0)
     env_workers: bool = MISSING
+    overlap: bool = MISSING
     batch_size: int = above(0)
     batch_length: int = at_least(2)
     eval_every: int = at_least(0)

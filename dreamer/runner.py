@@ -7,6 +7,7 @@ import logging
 import math
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -174,8 +175,19 @@ class Runner:
         # An fp16 overflow's gradient norm is infinite: left out of the means.
         self.means.add({f"train/{key}": value for key, value in values.items() if math.isfinite(value)})
 
-    def collect(self) -> None:
-        """One policy step in every environment; stores the step and logs finished episodes."""
+    def train_due(self, step: int) -> None:
+        """The updates the train ratio asks for once the environments have reached ``step``."""
+        cfg, state = self.cfg, self.state
+        if self.replay.can_sample(cfg.batch_length) and step >= cfg.train_start:
+            state.updates_due += len(self.envs) * cfg.train_ratio / (cfg.batch_size * cfg.batch_length)
+            while state.updates_due >= 1.0:
+                self.train_once()
+                state.updates_due -= 1.0
+
+    def collect(self, meanwhile: Callable[[int], None] | None = None) -> None:
+        """One policy step in every environment; stores the step and logs finished episodes.
+        ``meanwhile(step after this one)`` runs while worker processes step the environments:
+        the replay already holds this step, so it sees what it would see after the step."""
         state, envs = self.state, self.envs
         obs = state.obs
         obs["action"] = state.action * ~obs["is_first"][:, None]
@@ -183,8 +195,11 @@ class Runner:
         error_at = self.cfg.debug.env_error_at_step  # test hook: a simulated environment failure
         if error_at is not None and state.step >= error_at:
             raise RuntimeError(f"debug.env_error_at_step={error_at}: simulated environment failure")
-        next_obs = envs.step(action)  # the loop state changes only once the environments have stepped
         self.replay.add(obs, latent)
+        envs.step_async(action)
+        if meanwhile is not None:
+            meanwhile(state.step + len(envs) * envs.action_repeat)
+        next_obs = envs.step_wait()  # the loop state changes only once the environments have stepped
         state.action, state.latent, state.obs = action, latent, next_obs
         obs = next_obs
         logs = pop_log_keys(obs)
@@ -227,7 +242,7 @@ class Runner:
 
     def run(self) -> dict[str, float]:
         cfg, state = self.cfg, self.state
-        updates_per_policy_step = cfg.train_ratio / (cfg.batch_size * cfg.batch_length)
+        overlap = cfg.overlap and self.envs.workers  # environments in this process cannot step meanwhile
         if state.obs is None:
             self.start_episodes()
         log_time, log_step = time.time(), state.step
@@ -236,14 +251,10 @@ class Runner:
         try:
             while state.step < cfg.steps:
                 before = state.step
-                self.collect()
+                self.collect(self.train_due if overlap else None)
+                if not overlap:
+                    self.train_due(state.step)
                 progress.update(state.step - before)
-
-                if self.replay.can_sample(cfg.batch_length) and state.step >= cfg.train_start:
-                    state.updates_due += len(self.envs) * updates_per_policy_step
-                    while state.updates_due >= 1.0:
-                        self.train_once()
-                        state.updates_due -= 1.0
 
                 if due(state.step, state.last_log, cfg.log_every):
                     now = time.time()

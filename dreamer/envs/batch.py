@@ -45,10 +45,22 @@ class EnvBatch:
         return self._stack([env.reset() for env in self.envs])
 
     def step(self, actions: np.ndarray) -> dict[str, np.ndarray]:
+        self.step_async(actions)
+        return self.step_wait()
+
+    def step_async(self, actions: np.ndarray) -> None:
+        """Start a step: worker processes begin at once (so the caller can work meanwhile);
+        environments in this process step in :meth:`step_wait`."""
         if self.workers:  # send to every worker first, so they all step at once
             for env, action in zip(self.envs, actions):
                 env.send("step", action)
+        else:
+            self._actions = actions
+
+    def step_wait(self) -> dict[str, np.ndarray]:
+        if self.workers:
             return self._stack([env.receive() for env in self.envs])
+        actions, self._actions = self._actions, None
         return self._stack([env.step(action) for env, action in zip(self.envs, actions)])
 
     def close(self) -> None:
