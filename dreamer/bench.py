@@ -31,7 +31,10 @@ from dreamer.agent import Agent
 from dreamer.config import CONF_DIR, ConfigError
 from dreamer.envs.base import ActionSpace
 from dreamer.replay import Replay
-from dreamer.setup import build_agent, build_replay, env_factory, env_spaces, resolve_device, seed_everything
+from dreamer.report import PAPER_TABLE1_HOURS, PAPER_TABLE1_SOURCE
+from dreamer.runner import Runner
+from dreamer.setup import (build_agent, build_replay, build_training, env_factory, env_spaces, prepare_process, resolve_device,
+                           seed_everything)
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +185,27 @@ def bench_variant(cfg: DictConfig, variant: str, model_name: str, peak: float) -
     }
 
 
+def end_to_end(cfg: DictConfig, variant: str, run_dir: Path) -> dict:
+    """A real training run of ``bench.run_steps`` environment steps (collection, updates at
+    the configured train ratio, logging; no evaluation until its end): environment steps
+    per second, the median of its five log intervals after the first (which pays the
+    compilation), and the hours 1M environment steps would take at that rate."""
+    steps = cfg.bench.run_steps
+    interval = max(steps // 6, 1)
+    run_cfg = hydra.compose("bench", overrides=[*HydraConfig.get().overrides.task, f"rep_variant={variant}", f"steps={steps}", f"log_every={interval}",
+                                                 "eval_every=0", "eval_episodes=1", "checkpoint.every=0", "progress=false"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    runner = Runner(run_cfg, build_training(run_cfg, run_dir, prepare_process(run_cfg)), run_dir)
+    runner.run()
+    rates = [row["fps"] for row in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "fps" in row]
+    if len(rates) < 2:
+        raise ConfigError(f"bench.run_steps={steps} is too short to time: it must span at least two log intervals of "
+                          f"env_num x action repeat steps (try bench.run_steps=3000)")
+    rate = statistics.median(rates[1:])
+    return {"run_steps": steps, "env_steps_per_second": rate, "hours_per_million_steps": 1e6 / rate / 3600,
+            "train_ratio": float(run_cfg.train_ratio), "overlap": bool(run_cfg.overlap and run_cfg.env_workers)}
+
+
 def mode(row: dict) -> str:
     """``fp32``, ``bf16+compile+cl``, ...: the speed switches a row ran with."""
     return "+".join([row["precision"]] + [name for name, key in (("compile", "compile"), ("cl", "channels_last"), ("graphs", "cuda_graphs"))
@@ -204,6 +228,20 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def run_table(rows: list[dict], paper: dict[str, float] | None = None) -> str:
+    """The real runs' rates; with ``paper`` (DMC Vision walker_walk), the paper's Table 1 beside them."""
+    lines = [f"{'variant':<11}{'run steps':>10}{'train ratio':>12}{'overlap':>9}{'env steps/s':>13}{'h / 1M steps':>14}"
+             + (f"{'paper Table 1 h':>17}" if paper else "")]
+    for r in rows:
+        e = r["end_to_end"]
+        lines.append(f"{r['variant']:<11}{e['run_steps']:>10}{e['train_ratio']:>12g}{str(e['overlap']).lower():>9}"
+                     f"{e['env_steps_per_second']:>13.1f}{e['hours_per_million_steps']:>14.1f}"
+                     + (f"{paper.get(r['variant'], float('nan')):>17.1f}" if paper else ""))
+    if paper:
+        lines.append(f"paper: {PAPER_TABLE1_SOURCE}")
+    return "\n".join(lines)
+
+
 @hydra.main(config_path=str(CONF_DIR), config_name="bench", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     model_name = HydraConfig.get().runtime.choices.get("model", "?")
@@ -213,13 +251,20 @@ def main(cfg: DictConfig) -> None:
     dtype = AUTOCAST_DTYPES.get(cfg.precision, torch.float32)
     peak = matmul_peak(resolve_device(cfg.device), dtype, repeats=10)
     log.info("matmul peak (%s): %.1f GFLOP/s", cfg.precision, peak / 1e9)
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         rows = [bench_variant(cfg, variant, model_name, peak) for variant in cfg.bench.variants]
+        if cfg.bench.run_steps:
+            for row in rows:
+                row["end_to_end"] = end_to_end(cfg, row["variant"], out_dir / f"run_{row['variant']}")
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     print(table(rows))
-    out = Path(HydraConfig.get().runtime.output_dir) / "bench.json"
+    if cfg.bench.run_steps:
+        table1 = (HydraConfig.get().runtime.choices.get("env"), cfg.env.get("task")) == ("dmc_vision", "walker_walk")
+        print(run_table(rows, PAPER_TABLE1_HOURS if table1 else None))
+    out = out_dir / "bench.json"
     out.write_text(json.dumps(rows, indent=2))
     log.info("wrote %s", out)
 

@@ -124,6 +124,7 @@ class BenchSettings:
     warmup: int = at_least(0)
     updates: int = above(0)
     profile: bool = MISSING
+    run_steps: int = at_least(0)
 
 
 @dataclass

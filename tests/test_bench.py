@@ -1,8 +1,11 @@
 """``python -m dreamer.bench``: one timed update per variant, its table, JSON and profile."""
 
 import json
+import statistics
 import sys
 from pathlib import Path
+
+import pytest
 
 from conftest import run_cli
 
@@ -13,7 +16,7 @@ import bench_modes  # noqa: E402
 def test_bench_writes_table_json_and_profile(tmp_path):
     result = run_cli(
         "bench.variants=[r2dreamer,dreamer]", "bench.warmup=1", "bench.updates=2", "bench.profile=true",
-        "compile=false", "batch_size=4", f"hydra.run.dir={tmp_path}", module="dreamer.bench",
+        "bench.run_steps=120", "compile=false", "batch_size=4", f"hydra.run.dir={tmp_path}", module="dreamer.bench",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json.loads((tmp_path / "bench.json").read_text())
@@ -27,6 +30,17 @@ def test_bench_writes_table_json_and_profile(tmp_path):
     for variant in ("r2dreamer", "dreamer"):
         assert "aten::" in (tmp_path / f"profile_{variant}.txt").read_text()
     assert "r2dreamer" in result.stdout and "upd/s" in result.stdout
+    # The real run: 120 CartPole steps (4 envs, no action repeat), a log row every 20 steps;
+    # its rate is the median of the rows after the first, its projection 1M steps at that rate.
+    for row in rows:
+        run_rows = [json.loads(line) for line in (tmp_path / f"run_{row['variant']}" / "metrics.jsonl").read_text().splitlines()]
+        rates = sorted(line["fps"] for line in run_rows if "fps" in line)
+        run = row["end_to_end"]
+        assert len([line for line in run_rows if "fps" in line]) == 6 and run["run_steps"] == 120 and run["train_ratio"] == 64
+        assert run["env_steps_per_second"] == statistics.median([line["fps"] for line in run_rows if "fps" in line][1:])
+        assert run["hours_per_million_steps"] == pytest.approx(1e6 / run["env_steps_per_second"] / 3600)
+        assert rates[0] > 0 and "eval/return" in run_rows[-1]
+    assert "env steps/s" in result.stdout and "h / 1M steps" in result.stdout
 
 
 def test_bench_modes_takes_medians_over_repeats_and_divides():
@@ -38,3 +52,16 @@ def test_bench_modes_takes_medians_over_repeats_and_divides():
     assert row["baseline"]["seconds"] == 9.0 and row["fast"]["seconds"] == 4.0
     assert row["speedup"] == 2.25
     assert row["fast"]["each"] == [4.0, 3.0, 5.0] and row["fast"]["fraction_of_peak"] == 0.04
+
+
+def test_table1_preset_runs_each_objective_and_prints_the_paper_beside(tmp_path):
+    # The preset's task and suite with a CPU-sized model and slice: the pipeline, not the paper's numbers.
+    result = run_cli("+experiment=table1", "model=tiny", "bench.variants=[r2dreamer]", "bench.warmup=0", "bench.updates=1",
+                     "bench.run_steps=48", "env.time_limit=100", "batch_size=2", "batch_length=8", "train_ratio=8", "env_num=2", "env_workers=true",
+                     "compile=false", f"hydra.run.dir={tmp_path}", module="dreamer.bench", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [row] = json.loads((tmp_path / "bench.json").read_text())
+    assert row["end_to_end"]["overlap"] and row["end_to_end"]["train_ratio"] == 8
+    line = next(line for line in result.stdout.splitlines() if line.startswith("r2dreamer") and line.rstrip().endswith("4.4"))
+    assert f"{row['end_to_end']['hours_per_million_steps']:.1f}" in line.split()
+    assert "paper: R2-Dreamer (ICLR 2026) Table 1" in result.stdout
