@@ -53,6 +53,15 @@ def test_bench_modes_takes_medians_over_repeats_and_divides():
     assert row["speedup"] == 2.25
     assert row["fast"]["each"] == [4.0, 3.0, 5.0] and row["fast"]["fraction_of_peak"] == 0.04
 
+    # Whole runs: 20, 25 and 10 env steps/s against 40, 50, 30: medians 50 and 25 ms per step, 2x.
+    def whole(rate):
+        return [{"variant": "r2dreamer", "update_seconds_median": 1.0, "fraction_of_peak": 0.1,
+                 "end_to_end": {"env_steps_per_second": rate}}]
+
+    runs = {"baseline": [whole(20.0), whole(25.0), whole(10.0)], "fast": [whole(40.0), whole(50.0), whole(30.0)]}
+    (row,) = bench_modes.summarize(runs, "baseline", "fast", end_to_end=True)
+    assert row["baseline"]["seconds"] == 0.05 and row["fast"]["seconds"] == 0.025 and row["speedup"] == 2.0
+
 
 def test_table1_preset_runs_each_objective_and_prints_the_paper_beside(tmp_path):
     # The preset's task and suite with a CPU-sized model and slice: the pipeline, not the paper's numbers.
