@@ -292,6 +292,10 @@ def prepare(arguments: list[str]) -> list[str]:
     """Everything checked before Hydra starts: the arguments to run, or a ConfigError."""
     multirun = any(arg in ("-m", "--multirun") for arg in arguments)
     resume = [arg.partition("=")[2] for arg in arguments if arg.startswith("resume=")]
+    shown = [arg for arg in arguments if arg in ("--cfg", "-c", "--info", "-i")]
+    if multirun and shown:
+        raise ConfigError(f"{shown[0]} shows one job's configuration and cannot be combined with -m; "
+                          f"drop -m and give one value per key (for a sweep, its job list is in <sweep dir>/jobs.yaml)")
     if multirun and resume and resume[-1] not in ("auto", "null"):
         raise ConfigError(f"resume={resume[-1]} continues one run; a sweep (-m) takes resume=auto, "
                           "which continues each job's own directory")

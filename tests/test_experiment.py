@@ -57,6 +57,7 @@ def test_ablation_smoke_runs_eight_jobs_two_at_a_time_in_readable_directories_gr
     (["-m", "+experiment=nope"], "experiment=nope is not a known option; choose one of: ablation"),
     (["-m", "+experiment=ablation_smoke", "hydra/launcher=nope"], "hydra/launcher=nope is not a known option"),
     (["-m", "+experiment=ablation_smoke", "seed=0,-1"], "seed=-1 is invalid"),
+    (["-m", "+experiment=dmc_cpu", "--cfg", "job"], "--cfg shows one job's configuration and cannot be combined with -m"),
 ])
 def test_bad_preset_launcher_or_swept_value_stops_before_any_job(tmp_path, arguments, message):
     assert message in refusal(*arguments, f"hydra.sweep.dir={tmp_path / 'sweep'}")
