@@ -33,8 +33,8 @@ from dreamer.envs.base import ActionSpace
 from dreamer.replay import Replay
 from dreamer.report import PAPER_TABLE1_HOURS, PAPER_TABLE1_SOURCE
 from dreamer.runner import Runner
-from dreamer.setup import (build_agent, build_replay, build_training, env_factory, env_spaces, prepare_process, resolve_device,
-                           seed_everything)
+from dreamer.setup import (build_agent, build_replay, build_training, env_factory, env_spaces, prepare_process,
+                           resolve_device, seed_everything)
 
 log = logging.getLogger(__name__)
 
@@ -192,8 +192,9 @@ def end_to_end(cfg: DictConfig, variant: str, run_dir: Path) -> dict:
     compilation), and the hours 1M environment steps would take at that rate."""
     steps = cfg.bench.run_steps
     interval = max(steps // 6, 1)
-    run_cfg = hydra.compose("bench", overrides=[*HydraConfig.get().overrides.task, f"rep_variant={variant}", f"steps={steps}", f"log_every={interval}",
-                                                 "eval_every=0", "eval_episodes=1", "checkpoint.every=0", "progress=false"])
+    run_cfg = hydra.compose("bench", overrides=[
+        *HydraConfig.get().overrides.task, f"rep_variant={variant}", f"steps={steps}", f"log_every={interval}",
+        "eval_every=0", "eval_episodes=1", "checkpoint.every=0", "progress=false"])
     run_dir.mkdir(parents=True, exist_ok=True)
     runner = Runner(run_cfg, build_training(run_cfg, run_dir, prepare_process(run_cfg)), run_dir)
     runner.run()

@@ -402,7 +402,8 @@ def training_mean(runs: list[Run]) -> tuple[np.ndarray, np.ndarray] | None:
     if not ends:
         return None
     run = runs[0]
-    return np.asarray(ends), np.array([normalise(run.suite, run.task, np.mean([curve[end] for curve in curves])) for end in ends])
+    means = [np.mean([curve[end] for curve in curves]) for end in ends]
+    return np.asarray(ends), np.array([normalise(run.suite, run.task, mean) for mean in means])
 
 
 def learning_curves(runs: list[Run], suite: str, path: Path, reps: int) -> None:
