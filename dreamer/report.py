@@ -527,7 +527,7 @@ def report(paths: list[Path], out: Path, reps: int = 2000) -> str:
               "not evaluation returns.", ""]
     for suite, (header, rows) in task_tables(runs, reps).items():
         write_csv(out / "tables" / f"{suite}.csv", header, rows)
-        lines += [f"## {suite}", "", markdown(header, rows), ""]
+        lines += [f"## {suite}", "", markdown(header, rows) if rows else "No finished run yet.", ""]
         here = [run for run in runs if run.suite == suite]
         matrices, tasks, seeds = score_matrices(here)
         if matrices:
