@@ -430,14 +430,12 @@ def learning_curves(runs: list[Run], suite: str, path: Path, reps: int) -> None:
             training = training_mean([run for run in here if run.task == task and run.objective == objective])
             if training is not None:
                 ax.plot(*training, color=colour(objective, objectives), linestyle=":", label=f"{objective} training episodes")
-        reference = dreamerv3_curves(suite).get(task)
-        if reference:
+        if dreamerv3_curves(suite).get(task):
             limit = max(run.budget for run in here if run.task == task)
             grid = np.arange(10_000, limit + 1, 10_000)
-            means = [np.mean([ys[(xs > x - 10_000) & (xs <= x)].mean() for xs, ys in reference
-                              if ((xs > x - 10_000) & (xs <= x)).any()] or [np.nan]) for x in grid]
-            ax.plot(grid, [normalise(suite, task, m) for m in means], color="0.4", linestyle="--",
-                    label="DreamerV3 (training episodes)")
+            values = [dreamerv3_at(suite, task, int(x)) for x in grid]
+            ax.plot(grid, [np.nan if v is None else normalise(suite, task, v) for v in values], color="0.4",
+                    linestyle="--", label="DreamerV3 (training episodes)")
         ax.set_title(task)
         ax.set_xlabel("environment steps")
         ax.set_ylabel("normalised score" if suite != "gym" else "return")
