@@ -11,6 +11,7 @@ import os
 import pickle
 import random
 import secrets
+import time
 from pathlib import Path
 
 import numpy as np
@@ -203,6 +204,17 @@ def unpickled(saved: dict | None):
         log.warning("the checkpoint's environment state was not signed by this user's key; new episodes start instead")
         return None
     return pickle.loads(saved["data"])
+
+
+def set_aside_metrics(path: Path) -> Path | None:
+    """A run starting at step 0 beside the metric rows of an earlier start that left no
+    checkpoint (killed before its first one) would append its rows to them: move them to
+    ``metrics.<time>.jsonl`` beside it instead, and return that path (None when there were none)."""
+    if not path.exists() or path.stat().st_size == 0:
+        return None
+    aside = path.with_name(f"{path.stem}.{time.strftime('%Y%m%d-%H%M%S')}{path.suffix}")
+    os.replace(path, aside)
+    return aside
 
 
 def truncate_metrics(path: Path, last_step: int) -> None:

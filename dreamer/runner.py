@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from dreamer.checkpoint import (
-    Checkpoints, mismatch_detail, pickled, rng_state, set_rng_state, truncate_metrics, unpickled,
+    Checkpoints, mismatch_detail, pickled, rng_state, set_aside_metrics, set_rng_state, truncate_metrics, unpickled,
 )
 from dreamer.config import ConfigError
 from dreamer.envs.base import pop_log_keys
@@ -118,6 +118,9 @@ class Runner:
         """Continue from the run directory's newest loadable checkpoint, if there is one."""
         self.checkpoints.remove_orphans()
         if not self.checkpoints.exists():
+            if aside := set_aside_metrics(self.run_dir / "metrics.jsonl"):
+                log.warning("metrics of an earlier start that left no checkpoint moved to %s; "
+                            "this run starts at step 0", aside)
             return False
         try:
             saved, _ = self.checkpoints.load()

@@ -109,6 +109,20 @@ def test_crash_in_the_loop_saves_progress_then_resume_finishes(tmp_path):
     assert train_steps == list(range(50, 301, 50))
 
 
+def test_start_beside_metrics_of_a_start_without_checkpoint_keeps_them_apart(tmp_path):
+    # An earlier start killed (SIGKILL, power loss) before its first checkpoint left only metric rows.
+    earlier = [{"step": 50, "fps": 1.0}, {"step": 100, "fps": 1.0}, {"step": 100, "eval/return": 9.0}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in earlier))
+    result = run_cli(*QUICK, "steps=100", "eval_every=0", "log_every=50", "resume=auto", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = read_metrics(tmp_path)
+    assert [row["step"] for row in rows if "fps" in row] == [50, 100]  # this start's rows only
+    assert len([row for row in rows if "eval/return" in row]) == 1  # the final evaluation, not the earlier 9.0
+    aside = list(tmp_path.glob("metrics.*.jsonl"))
+    assert len(aside) == 1 and [json.loads(line) for line in aside[0].read_text().splitlines()] == earlier
+    assert "metrics of an earlier start that left no checkpoint moved to" in (tmp_path / "train.log").read_text()
+
+
 def test_sigterm_saves_checkpoint_and_exits(tmp_path, start_training):
     run_dir = tmp_path / "run"
     process = start_training(run_dir, "steps=100000", "checkpoint.every=100", "eval_every=0")
