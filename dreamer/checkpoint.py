@@ -212,7 +212,11 @@ def set_aside_metrics(path: Path) -> Path | None:
     ``metrics.<time>.jsonl`` beside it instead, and return that path (None when there were none)."""
     if not path.exists() or path.stat().st_size == 0:
         return None
-    aside = path.with_name(f"{path.stem}.{time.strftime('%Y%m%d-%H%M%S')}{path.suffix}")
+    stamp, number = time.strftime("%Y%m%d-%H%M%S"), 0
+    aside = path.with_name(f"{path.stem}.{stamp}{path.suffix}")
+    while aside.exists():  # two starts set aside within one second: keep both
+        number += 1
+        aside = path.with_name(f"{path.stem}.{stamp}-{number}{path.suffix}")
     os.replace(path, aside)
     return aside
 

@@ -11,7 +11,7 @@ import torch
 
 from conftest import QUICK, read_metrics, run_cli, start_cli
 from dreamer import rundir
-from dreamer.checkpoint import CheckpointWriteError, Checkpoints, write_atomically
+from dreamer.checkpoint import CheckpointWriteError, Checkpoints, set_aside_metrics, write_atomically
 from dreamer.config import ConfigError
 
 SHORT = [*QUICK, "eval_every=0", "log_every=50"]
@@ -247,3 +247,14 @@ def test_a_released_lock_can_be_taken_by_another_process(tmp_path):
     assert subprocess.run([sys.executable, "-c", take, str(tmp_path)]).returncode == 3
     rundir.release(tmp_path)
     assert subprocess.run([sys.executable, "-c", take, str(tmp_path)]).returncode == 0
+
+
+def test_metrics_set_aside_twice_in_one_second_keep_both(tmp_path):
+    metrics = tmp_path / "metrics.jsonl"
+    assert set_aside_metrics(metrics) is None  # nothing there: nothing moved
+    moved = []
+    for step in (1, 2):
+        metrics.write_text(f'{{"step": {step}}}\n')
+        moved.append(set_aside_metrics(metrics))
+    assert not metrics.exists() and moved[0] != moved[1]
+    assert [path.read_text() for path in moved] == ['{"step": 1}\n', '{"step": 2}\n']
