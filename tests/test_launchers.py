@@ -60,7 +60,7 @@ def test_submitit_local_runs_the_sweeps_jobs_in_their_directories(tmp_path):
 
 def test_job_stopped_with_slurms_signal_is_requeued_and_finishes_in_its_run_directory(tmp_path):
     run_dir = tmp_path / "CartPole-v1" / "r2dreamer" / "seed0"
-    sweep = launch(*SMOKE, "seed=0", "steps=400", "hydra/launcher=submitit_local", "hydra.launcher.cpus_per_task=2",
+    sweep = launch(*SMOKE, "seed=0", "steps=240", "hydra/launcher=submitit_local", "hydra.launcher.cpus_per_task=2",
                    f"hydra.sweep.dir={tmp_path}")
     wait_for_rows(run_dir, 3, sweep)
     job_pid = int((run_dir / ".lock").read_text())  # the process training into the directory
@@ -69,14 +69,14 @@ def test_job_stopped_with_slurms_signal_is_requeued_and_finishes_in_its_run_dire
     assert sweep.returncode == 0, stderr[-3000:]
     log = (run_dir / "train.log").read_text()
     stopped = int(log.split("stopped by SIGUSR2 at step ")[1].split(";")[0])
-    assert f"resumed from step {stopped}" in log and 0 < stopped < 400
+    assert f"resumed from step {stopped}" in log and 0 < stopped < 240
     starts = json.loads((run_dir / "run.json").read_text())["starts"]
     assert [start["step"] for start in starts] == [0, stopped] and starts[0]["pid"] == job_pid != starts[1]["pid"]
-    assert_continuous(run_dir, 400)
+    assert_continuous(run_dir, 240)
 
 
 def test_relaunch_with_resume_auto_skips_finished_jobs_and_completes_the_others(tmp_path):
-    arguments = [*SMOKE, "seed=0,1,2", "steps=200", f"hydra.sweep.dir={tmp_path}"]
+    arguments = [*SMOKE, "seed=0,1,2", "steps=120", f"hydra.sweep.dir={tmp_path}"]
     run_dirs = [tmp_path / "CartPole-v1" / "r2dreamer" / f"seed{seed}" for seed in range(3)]
     sweep = launch(*arguments)  # the basic launcher: one job after another in this process
     wait_for_rows(run_dirs[1], 2, sweep)
@@ -98,7 +98,7 @@ def test_relaunch_with_resume_auto_skips_finished_jobs_and_completes_the_others(
     assert "finished already" in (run_dirs[0] / "train.log").read_text()
     assert "resumed from step" in (run_dirs[1] / "train.log").read_text()
     for run_dir in run_dirs:
-        assert_continuous(run_dir, 200)
+        assert_continuous(run_dir, 120)
     listing = yaml.safe_load((tmp_path / "jobs.yaml").read_text())
     assert [job["start"] for job in listing["jobs"]] == ["finished", "continue", "new"]
 

@@ -21,14 +21,15 @@ def comparable(rows):
 
 def test_resume_after_clean_stop_matches_uninterrupted_run(tmp_path):
     whole, split = tmp_path / "whole", tmp_path / "split"
-    assert run_cli(*RESUMABLE, "steps=200", f"hydra.run.dir={whole}").returncode == 0
-    first = run_cli(*RESUMABLE, "steps=100", f"hydra.run.dir={split}")
+    every = ["eval_every=50", "log_every=25"]  # the stop at step 50 falls on an evaluation
+    assert run_cli(*RESUMABLE, *every, "steps=100", f"hydra.run.dir={whole}").returncode == 0
+    first = run_cli(*RESUMABLE, *every, "steps=50", f"hydra.run.dir={split}")
     assert first.returncode == 0, first.stderr[-2000:]
-    second = run_cli(f"resume={split}", "steps=200")
+    second = run_cli(f"resume={split}", "steps=100")
     assert second.returncode == 0, second.stderr[-2000:]
     assert comparable(read_metrics(split)) == comparable(read_metrics(whole))
     resumed = torch.load(split / "checkpoint.pt", weights_only=False)
-    assert resumed["step"] == 200 and resumed["config"]["batch_size"] == 4  # original overrides kept
+    assert resumed["step"] == 100 and resumed["config"]["batch_size"] == 4  # original overrides kept
 
 
 def test_same_seed_reproduces_metrics_when_deterministic_and_overlap_changes_nothing(tmp_path):
