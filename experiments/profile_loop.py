@@ -4,13 +4,16 @@ a wall-clock timer, over a short run of the training config::
     python experiments/profile_loop.py                       # the default job, 5,000 steps
     python experiments/profile_loop.py steps=3000 env.id=Pendulum-v1
 
-Prints, per part, the number of calls and the median milliseconds per call over the last
-three quarters of the calls (the first quarter pays the compiling), and the run's wall clock.
+Prints, per part, the number of calls, the median, mean and 99th-percentile milliseconds per
+call over the last three quarters of the calls (the first quarter pays the compiling), the
+seconds of all its calls, the same for Python's garbage collections (all of them, by
+generation; max instead of p99), and the run's wall clock.
 The run writes into a temporary directory; evaluation runs once, at the end.
 """
 
 from __future__ import annotations
 
+import gc
 import statistics
 import sys
 import tempfile
@@ -60,16 +63,33 @@ def main(overrides: list[str]) -> None:
     ]
     for owner, name, label in parts:
         timed(owner, name, label, times)
+    collections: dict[int, list[float]] = {}  # Python's garbage collector, per generation
+    began = [0.0]
+
+    def on_collection(phase: str, info: dict) -> None:
+        if phase == "start":
+            began[0] = time.perf_counter()
+        else:
+            collections.setdefault(info["generation"], []).append(time.perf_counter() - began[0])
+
+    gc.callbacks.append(on_collection)
     start = time.perf_counter()
     loop.run()
     wall = time.perf_counter() - start
-    print(f"{'part':28s} {'calls':>7s} {'median ms':>10s}")
+    gc.callbacks.remove(on_collection)
+    print(f"{'part':28s} {'calls':>7s} {'median ms':>10s} {'mean ms':>8s} {'p99 ms':>8s} {'total s':>8s}")
     for _, _, label in parts:
         calls = times.get(label, [])
-        steady = calls[len(calls) // 4:]
+        steady = sorted(calls[len(calls) // 4:])
         if steady:
-            print(f"{label:28s} {len(calls):7d} {1e3 * statistics.median(steady):10.2f}")
-    print(f"wall clock {wall:.1f} s")
+            print(f"{label:28s} {len(calls):7d} {1e3 * statistics.median(steady):10.2f} "
+                  f"{1e3 * statistics.fmean(steady):8.2f} {1e3 * steady[int(0.99 * (len(steady) - 1))]:8.2f} "
+                  f"{sum(calls):8.1f}")
+    for generation, pauses in sorted(collections.items()):
+        print(f"{f'gc generation {generation}':28s} {len(pauses):7d} {1e3 * statistics.median(pauses):10.2f} "
+              f"{1e3 * statistics.fmean(pauses):8.2f} {1e3 * max(pauses):8.2f} {sum(pauses):8.1f}")
+    accounted = sum(sum(times.get(label, [])) for label in ("training update, whole", "policy step, whole", "evaluation"))
+    print(f"wall clock {wall:.1f} s, of which {wall - accounted:.1f} s outside the update, the policy step and evaluation")
 
 
 if __name__ == "__main__":

@@ -83,4 +83,6 @@ def test_cpu_presets_run_seed_by_seed_with_the_cpu_choices():
 
     proprio, vision = compose_config("+experiment=dmc_cpu"), compose_config("+experiment=dmc_cpu_vision")
     assert (proprio.env.obs, proprio.env_workers, proprio.model.cnn_kernel, proprio.eval_episodes) == ("state", False, 5, 10)
+    assert (proprio.model.units, proprio.model.hidden, proprio.model.deter) == (128, 128, 256)  # tiny, twice as wide
+    assert proprio.model.world_model.units == proprio.model.actor_critic.units == 128
     assert (vision.env.obs, vision.env_workers, vision.model.cnn_kernel, vision.eval_episodes) == ("pixels", True, 3, 10)

@@ -29,7 +29,7 @@ def random_policy_return(task: str, episodes: int = 5) -> float:
 @pytest.mark.timeout(1800)
 def test_dmc_proprio_cartpole_balance_beats_the_random_policy(tmp_path):
     random_return = random_policy_return("cartpole_balance")
-    # The dmc_cpu preset's choices (tiny model, train ratio 128, in-process envs) on a 30k-step budget
+    # The tiny model at the dmc_cpu preset's train ratio (128, in-process envs) on a 30k-step budget
     # (20k was too short to hold the margin: one run evaluated 357 and 433 at 10k and 20k against a random 286).
     result = run_cli("env=dmc_proprio", "env.task=cartpole_balance", "model=tiny", "train_ratio=128", "env_workers=false",
                      "steps=30000", "eval_every=10000", "eval_episodes=5", "progress=false", "seed=0",
