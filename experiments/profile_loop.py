@@ -7,7 +7,7 @@ a wall-clock timer, over a short run of the training config::
 Prints, per part, the number of calls, the median, mean and 99th-percentile milliseconds per
 call over the last three quarters of the calls (the first quarter pays the compiling), the
 seconds of all its calls, the same for Python's garbage collections (all of them, by
-generation; max instead of p99), and the run's wall clock.
+generation; max instead of p99 in the tail column), and the run's wall clock.
 The run writes into a temporary directory; evaluation runs once, at the end.
 """
 
@@ -42,6 +42,13 @@ def timed(owner: object, name: str, label: str, times: dict[str, list[float]]) -
     setattr(owner, name, wrapper)
 
 
+def row(label: str, calls: int, seconds: list[float], tail: float, total: float) -> None:
+    """One table row: calls, median and mean milliseconds of ``seconds``, ``tail`` (p99 or max) in
+    milliseconds, and the total seconds of all calls."""
+    print(f"{label:28s} {calls:7d} {1e3 * statistics.median(seconds):10.2f} {1e3 * statistics.fmean(seconds):8.2f} "
+          f"{1e3 * tail:8.2f} {total:8.1f}")
+
+
 def main(overrides: list[str]) -> None:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=["steps=5000", "eval_every=0", "progress=false", "checkpoint.every=0",
@@ -57,7 +64,7 @@ def main(overrides: list[str]) -> None:
         (loop.replay, "update_latents", "  replay.update_latents"),
         (loop, "collect", "policy step, whole"),
         (loop.agent, "act", "  agent.act"),
-        (loop.envs, "step", "  envs.step"),
+        (loop.envs, "step_wait", "  envs.step_wait"),
         (loop.replay, "add", "  replay.add"),
         (loop, "evaluate", "evaluation"),
     ]
@@ -77,17 +84,14 @@ def main(overrides: list[str]) -> None:
     loop.run()
     wall = time.perf_counter() - start
     gc.callbacks.remove(on_collection)
-    print(f"{'part':28s} {'calls':>7s} {'median ms':>10s} {'mean ms':>8s} {'p99 ms':>8s} {'total s':>8s}")
+    print(f"{'part':28s} {'calls':>7s} {'median ms':>10s} {'mean ms':>8s} {'tail ms':>8s} {'total s':>8s}")
     for _, _, label in parts:
         calls = times.get(label, [])
-        steady = sorted(calls[len(calls) // 4:])
-        if steady:
-            print(f"{label:28s} {len(calls):7d} {1e3 * statistics.median(steady):10.2f} "
-                  f"{1e3 * statistics.fmean(steady):8.2f} {1e3 * steady[int(0.99 * (len(steady) - 1))]:8.2f} "
-                  f"{sum(calls):8.1f}")
+        if len(calls) >= 1:
+            steady = sorted(calls[len(calls) // 4:])
+            row(label, len(calls), steady, steady[int(0.99 * (len(steady) - 1))], sum(calls))
     for generation, pauses in sorted(collections.items()):
-        print(f"{f'gc generation {generation}':28s} {len(pauses):7d} {1e3 * statistics.median(pauses):10.2f} "
-              f"{1e3 * statistics.fmean(pauses):8.2f} {1e3 * max(pauses):8.2f} {sum(pauses):8.1f}")
+        row(f"gc generation {generation}", len(pauses), pauses, max(pauses), sum(pauses))
     accounted = sum(sum(times.get(label, [])) for label in ("training update, whole", "policy step, whole", "evaluation"))
     print(f"wall clock {wall:.1f} s, of which {wall - accounted:.1f} s outside the update, the policy step and evaluation")
 
