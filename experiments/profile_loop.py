@@ -87,7 +87,7 @@ def main(overrides: list[str]) -> None:
     print(f"{'part':28s} {'calls':>7s} {'median ms':>10s} {'mean ms':>8s} {'tail ms':>8s} {'total s':>8s}")
     for _, _, label in parts:
         calls = times.get(label, [])
-        if len(calls) >= 1:
+        if calls:
             steady = sorted(calls[len(calls) // 4:])
             row(label, len(calls), steady, steady[int(0.99 * (len(steady) - 1))], sum(calls))
     for generation, pauses in sorted(collections.items()):
