@@ -320,11 +320,17 @@ def run_table(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
             continue
         train = run.training_return()
         reference = dreamerv3_at(run.suite, run.task, run.step)
-        hardware = f"{run.facts.get('gpu') or run.facts.get('cpu') or ''} ({run.facts.get('torch_threads')} threads)"
+        hardware = hardware_of(run)
         rows.append([run.suite, run.task, run.objective, str(run.seed), str(run.step), f"{run.evaluations[-1][1]:.1f}",
                      "" if train is None else f"{train:.1f}", "" if reference is None else f"{reference:.1f}",
                      "" if not run.hours else f"{run.hours:.2f}", hardware if run.facts else ""])
     return header, rows
+
+
+def hardware_of(run: Run) -> str:
+    """"AMD EPYC (2 threads)": the GPU or CPU a run trained on and its torch threads."""
+    threads = run.facts.get("torch_threads")
+    return f"{run.facts.get('gpu') or run.facts.get('cpu') or ''} ({threads} thread{'' if threads == 1 else 's'})"
 
 
 def wall_clock(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
@@ -338,8 +344,7 @@ def wall_clock(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
     rows = []
     for (suite, task, objective), group in sorted(groups.items(), key=lambda item: (*item[0][:2], order(item[0][2]))):
         per_million = [run.hours / run.step * 1e6 for run in group]
-        hardware = sorted({f"{run.facts.get('gpu') or run.facts.get('cpu')} ({run.facts.get('torch_threads')} threads)"
-                           for run in group})
+        hardware = sorted({hardware_of(run) for run in group})
         paper = PAPER_TABLE1_HOURS.get(objective) if (suite, task) == ("dmc_vision", "walker_walk") else None
         rows.append([suite, task, objective, str(len(group)), f"{np.mean(per_million):.2f}", "; ".join(hardware),
                      "" if paper is None else f"{paper}"])

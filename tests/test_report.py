@@ -132,4 +132,6 @@ def test_run_table_and_training_episode_curves_by_hand(tmp_path):
     line = dict(zip(header, row))
     assert line["final eval return"] == "820.0" and line["training episodes (last 10k steps)"] == "700.0"
     assert line["hours"] == "0.50" and line["hardware"] == "AMD EPYC (2 threads)"
+    assert report.hardware_of(report.Run(tmp_path, "r2dreamer", "dmc_proprio", "cartpole_balance", 0, 1, [],
+                                         {"cpu": "AMD EPYC", "torch_threads": 1})) == "AMD EPYC (1 thread)"
     assert line["DreamerV3 (training episodes)"] == f"{report.dreamerv3_at('dmc_proprio', 'cartpole_balance', 20000):.1f}"
