@@ -86,3 +86,4 @@ def test_cpu_presets_run_seed_by_seed_with_the_cpu_choices():
     assert (proprio.model.units, proprio.model.hidden, proprio.model.deter) == (128, 128, 256)  # tiny, twice as wide
     assert proprio.model.world_model.units == proprio.model.actor_critic.units == 128
     assert (vision.env.obs, vision.env_workers, vision.model.cnn_kernel, vision.eval_episodes) == ("pixels", True, 3, 10)
+    assert (vision.model.units, vision.model.hidden, vision.model.world_model.units) == (128, 128, 128)
