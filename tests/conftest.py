@@ -22,6 +22,22 @@ COMPILED = [
 QUICK = [*COMPILED, "compile=false"]
 # DREAMER_TEST_DEVICE=cuda runs the agent-level comparisons on a GPU.
 DEVICE = torch.device(os.environ.get("DREAMER_TEST_DEVICE", "cpu"))
+# Fixtures that train once for several tests: their tests share one pytest-xdist worker.
+SHARED_RUNS = ("smoke_ablation", "trained_run", "trained_once")
+
+if workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")):
+    # pytest -n N: the cores split between the workers, in this process and the training
+    # processes the tests start.
+    THREADS = max(1, (os.cpu_count() or 1) // workers)
+    torch.set_num_threads(THREADS)
+    os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        for name in SHARED_RUNS:
+            if name in item.fixturenames:
+                item.add_marker(pytest.mark.xdist_group(name))
 
 
 def cli_environment(pythonpath: str | None = None) -> dict:
