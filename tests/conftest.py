@@ -1,5 +1,6 @@
 """Helpers shared by the tests: the real command line, and agents built from the real config."""
 
+import fcntl
 import json
 import os
 import subprocess
@@ -22,22 +23,12 @@ COMPILED = [
 QUICK = [*COMPILED, "compile=false"]
 # DREAMER_TEST_DEVICE=cuda runs the agent-level comparisons on a GPU.
 DEVICE = torch.device(os.environ.get("DREAMER_TEST_DEVICE", "cpu"))
-# Fixtures that train once for several tests: their tests share one pytest-xdist worker.
-SHARED_RUNS = ("smoke_ablation", "trained_run", "trained_once")
-
 if workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")):
     # pytest -n N: the cores split between the workers, in this process and the training
     # processes the tests start.
     THREADS = max(1, (os.cpu_count() or 1) // workers)
     torch.set_num_threads(THREADS)
     os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
-
-
-def pytest_collection_modifyitems(items):
-    for item in items:
-        for name in SHARED_RUNS:
-            if name in item.fixturenames:
-                item.add_marker(pytest.mark.xdist_group(name))
 
 
 def cli_environment(pythonpath: str | None = None) -> dict:
@@ -102,10 +93,17 @@ def refusal(*arguments: str) -> str:
 def smoke_ablation(tmp_path_factory) -> Path:
     """``+experiment=ablation_smoke`` (four objectives x seeds 0 and 100, 200 steps,
     evaluations at 100 and 200) through the joblib launcher, two jobs at a time, logging to
-    wandb offline: the sweep directory, run once for every test that reads it."""
-    sweep = tmp_path_factory.mktemp("ablation_smoke")
-    result = run_cli("-m", "+experiment=ablation_smoke", "eval_every=100", "hydra/launcher=joblib",
-                     "hydra.launcher.n_jobs=2", "logger=wandb", "logger.wandb.mode=offline",
-                     f"hydra.sweep.dir={sweep}", timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    wandb offline: the sweep directory, run once for every test that reads it.  Under
+    ``pytest -n N`` the first worker to ask runs it while the others wait for it."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if "PYTEST_XDIST_WORKER" in os.environ else base  # the workers' common parent
+    sweep = shared / "ablation_smoke"
+    with open(shared / "ablation_smoke.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (shared / "ablation_smoke.done").exists():
+            result = run_cli("-m", "+experiment=ablation_smoke", "eval_every=100", "hydra/launcher=joblib",
+                             "hydra.launcher.n_jobs=2", "logger=wandb", "logger.wandb.mode=offline",
+                             f"hydra.sweep.dir={sweep}", timeout=600)
+            assert result.returncode == 0, result.stderr[-3000:]
+            (shared / "ablation_smoke.done").touch()
     return sweep
