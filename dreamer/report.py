@@ -3,12 +3,15 @@ and figures from a set of runs, with rliable's statistics and the published numb
 
     python -m dreamer.report outputs/ablation                  # a sweep (partial is fine)
     python -m dreamer.report outputs/dmc_vision outputs/2026-11-29/10-00-00-123 --out report/
+    python -m dreamer.report outputs/dmc_cpu --out docs/report/dmc_cpu --keep-runs   # with the runs' records
 
 Writes ``report.md`` (every table), ``tables/*.csv`` and ``figures/*.png`` to ``--out``
 (default: ``<first directory>/report``) and prints ``report.md``.  A run is a directory
 with ``metrics.jsonl``; its facts (objective, suite, task, seed, budget, hardware) come from
 its ``run.json`` (or, for runs that have none, its ``config.yaml``).  A sweep's
-``jobs.yaml`` says which runs are missing.
+``jobs.yaml`` says which runs are missing.  ``--keep-runs`` copies the runs' small records into
+``<out>/runs/``, so that the report can be made again, and extended by later runs, after the run
+directories are gone; a run found both there and in its own directory counts once.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import functools
 import gzip
 import json
 import math
+import shutil
 import sys
 import warnings
 from collections import defaultdict
@@ -38,6 +42,7 @@ REFERENCE_DIR = Path(__file__).resolve().parents[1] / "experiments" / "reference
 COLOURS = {"dreamer": "#1f77b4", "r2dreamer": "#d62728", "infonce": "#2ca02c", "dreamerpro": "#9467bd"}
 OTHER_COLOURS = ["#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 CRAFTER_ACHIEVEMENTS = 22
+RECORDS = ("run.json", "config.yaml", "metrics.jsonl")  # what --keep-runs copies of a run
 NORMALISED = ("dmc_vision", "dmc_proprio", "dmc_subtle", "atari100k", "metaworld", "crafter")  # scores in [0, ~1]
 # R2-Dreamer paper, Table 1: hours for 1M DMC walker_walk steps on one RTX 3080 Ti.
 PAPER_TABLE1_HOURS = {"r2dreamer": 4.4, "dreamer": 7.0, "dreamerpro": 10.4}
@@ -177,10 +182,44 @@ def find_runs(paths: list[Path]) -> tuple[list[Run], list[str]]:
                 run_dir = listing.parent / job["dir"]
                 if not (run_dir / "metrics.jsonl").exists():
                     problems.append(f"{run_dir}: missing (no metrics.jsonl)")
+    kept = {}  # a run found twice (a kept copy beside its original): the copy that went further
+    for run in runs:
+        key = identity(run) or run.path.resolve()
+        if key not in kept or run.step > kept[key].step:
+            kept[key] = run
+    runs = list(kept.values())
     for run in runs:
         if not run.finished:
             problems.append(f"{run.path}: unfinished (step {run.step} of {run.budget})")
     return runs, sorted(set(problems))
+
+
+def identity(run: Run) -> tuple | None:
+    """What tells a run from its copies: its first start's time, host and process (run.json)."""
+    starts = run.facts.get("starts") or []
+    return tuple(starts[0].get(key) for key in ("time", "host", "pid")) if starts else None
+
+
+def keep_runs(runs: list[Run], into: Path) -> list[Path]:
+    """Copy each run's records (``RECORDS``: its facts, configuration and metrics; never its
+    checkpoints or replay) to ``into/<sweep>/<task>/<objective>/seed<k>/``, a few hundred kB per
+    run, from which the report can be made again when the run directories are gone.  A copy of
+    the same run is refreshed; another run of the same name gets ``seed<k>-2``, ``-3``, ..."""
+    kept = []
+    for run in runs:
+        base = into / str(run.facts.get("sweep") or run.facts.get("experiment") or run.suite) / run.task / run.objective
+        for number in range(1, len(runs) + 2):
+            dest = base / (f"seed{run.seed}" if number == 1 else f"seed{run.seed}-{number}")
+            there = load_run(dest) if (dest / "metrics.jsonl").exists() else None
+            if there is None or (identity(there) or there.path.resolve()) == (identity(run) or run.path.resolve()):
+                break
+        if dest.resolve() != run.path.resolve():
+            dest.mkdir(parents=True, exist_ok=True)
+            for name in RECORDS:
+                if (run.path / name).exists():
+                    shutil.copyfile(run.path / name, dest / name)
+        kept.append(dest)
+    return kept
 
 
 # -- statistics (rliable) -----------------------------------------------------------------
@@ -328,9 +367,11 @@ def run_table(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
 
 
 def hardware_of(run: Run) -> str:
-    """"AMD EPYC (2 threads)": the GPU or CPU a run trained on and its torch threads."""
-    threads = run.facts.get("torch_threads")
-    return f"{run.facts.get('gpu') or run.facts.get('cpu') or ''} ({threads} thread{'' if threads == 1 else 's'})"
+    """"AMD EPYC, AVX2 (2 threads)": the GPU, or the CPU and its vector instructions (AVX2, AVX512:
+    the same model name covers CPUs of different matmul speed), a run trained on, and its torch threads."""
+    facts, threads = run.facts, run.facts.get("torch_threads")
+    device = facts.get("gpu") or ", ".join(filter(None, (facts.get("cpu"), facts.get("cpu_capability"))))
+    return f"{device} ({threads} thread{'' if threads == 1 else 's'})"
 
 
 def wall_clock(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
@@ -516,13 +557,17 @@ def improvement_figure(rows: list[dict], suite: str, path: Path) -> None:
 # -- the command ---------------------------------------------------------------------------------
 
 
-def report(paths: list[Path], out: Path, reps: int = 2000) -> str:
+def report(paths: list[Path], out: Path, reps: int = 2000, keep: bool = False) -> str:
     runs, problems = find_runs(paths)
     if not runs:
         raise ValueError(f"no runs under {', '.join(map(str, paths))} (a run directory holds metrics.jsonl)")
     (out / "tables").mkdir(parents=True, exist_ok=True)
     (out / "figures").mkdir(exist_ok=True)
     lines = [f"# Report: {len(runs)} run(s) from {', '.join(map(str, paths))}", ""]
+    if keep:
+        keep_runs(runs, out / "runs")
+        lines += [f"The runs' records are kept in `runs/` (`run.json`, `config.yaml`, `metrics.jsonl`); the report "
+                  f"again from them alone: `python -m dreamer.report {out / 'runs'} --out {out}`.", ""]
     lines += ["Scores: final evaluation return of the policy's mode, normalised (DMC /1000; Atari "
               "(score - random) / (human - random); Meta-World success rate; Crafter score / 100; other suites raw). "
               "Cells: mean over seeds [stratified-bootstrap 95 % CI] (n = seeds). DreamerV3: the authors' released "
@@ -579,13 +624,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("paths", nargs="+", type=Path, help="run or sweep directories")
     parser.add_argument("--out", type=Path, help="where report.md, tables/ and figures/ go (default: <first path>/report)")
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples for the 95 %% CIs (default 2000)")
+    parser.add_argument("--keep-runs", action="store_true",
+                        help="copy each run's run.json, config.yaml and metrics.jsonl (no checkpoints) into <out>/runs/, "
+                             "so the report can be made again once the run directories are gone")
     args = parser.parse_args(argv)
     for path in args.paths:
         if not path.is_dir():
             print(f"error: {path} is not a directory; give run or sweep directories", file=sys.stderr)
             return 2
     try:
-        print(report(args.paths, args.out or args.paths[0] / "report", args.reps))
+        print(report(args.paths, args.out or args.paths[0] / "report", args.reps, keep=args.keep_runs))
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

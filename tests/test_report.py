@@ -135,3 +135,56 @@ def test_run_table_and_training_episode_curves_by_hand(tmp_path):
     assert report.hardware_of(report.Run(tmp_path, "r2dreamer", "dmc_proprio", "cartpole_balance", 0, 1, [],
                                          {"cpu": "AMD EPYC", "torch_threads": 1})) == "AMD EPYC (1 thread)"
     assert line["DreamerV3 (training episodes)"] == f"{report.dreamerv3_at('dmc_proprio', 'cartpole_balance', 20000):.1f}"
+
+
+def fake_run(path, seed, start, steps=20000, budget=20000, sweep="dmc_cpu", final=800.0):
+    """A DMC Proprio run directory as a training job leaves it (records only)."""
+    path.mkdir(parents=True)
+    facts = {"experiment": "dmc_cpu", "sweep": sweep, "objective": "r2dreamer", "suite": "dmc_proprio",
+             "task": "cartpole_balance", "seed": seed, "steps": budget, "cpu": "AMD EPYC", "cpu_capability": "AVX2",
+             "torch_threads": 1, "starts": [{"time": start, "host": "vm", "pid": 7, "job_id": None}]}
+    if steps >= budget:
+        facts["result"] = {"hours": 1.25}
+    (path / "run.json").write_text(json.dumps(facts))
+    (path / "config.yaml").write_text(f"seed: {seed}\n")
+    rows = [{"step": step, "episode/return": 100.0 + step / 100} for step in range(2000, steps + 1, 2000)]
+    rows += [{"step": step, "eval/return": final * step / steps} for step in range(10000, steps + 1, 10000)]
+    (path / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def test_kept_runs_make_the_report_again_after_the_run_directories_are_gone(tmp_path):
+    outputs = tmp_path / "outputs"
+    fake_run(outputs / "dmc_cpu" / "cartpole_balance" / "r2dreamer" / "seed0", 0, "2026-11-30T10:00:00+0000", final=800.0)
+    fake_run(outputs / "dmc_cpu" / "cartpole_balance" / "r2dreamer" / "seed100", 100, "2026-11-30T11:00:00+0000", final=900.0)
+    # Another run of the same name, from a sweep directory of the same name elsewhere: kept beside, not over it.
+    fake_run(tmp_path / "elsewhere" / "dmc_cpu" / "cartpole_balance" / "r2dreamer" / "seed0", 0,
+             "2026-11-30T12:00:00+0000", final=500.0)
+    out = tmp_path / "report"
+    first = report.report([outputs / "dmc_cpu", tmp_path / "elsewhere"], out, reps=50, keep=True)
+    kept = out / "runs" / "dmc_cpu" / "cartpole_balance" / "r2dreamer"
+    assert sorted(path.name for path in kept.iterdir()) == ["seed0", "seed0-2", "seed100"]
+    for name in report.RECORDS:
+        assert (kept / "seed0" / name).read_bytes() == (outputs / "dmc_cpu" / "cartpole_balance" / "r2dreamer" /
+                                                        "seed0" / name).read_bytes()
+    assert json.loads((kept / "seed0-2" / "metrics.jsonl").read_text().splitlines()[-1])["eval/return"] == 500.0
+    assert f"python -m dreamer.report {out / 'runs'} --out {out}" in first
+    assert "| dmc_proprio | cartpole_balance | r2dreamer | 0 | 20000 | 800.0 |" in first
+    assert "AMD EPYC, AVX2 (1 thread)" in first
+    runs_table = (out / "tables" / "runs.csv").read_text()
+
+    shutil.rmtree(outputs)
+    shutil.rmtree(tmp_path / "elsewhere")
+    again = tmp_path / "again"
+    report.report([out / "runs"], again, reps=50)
+    assert (again / "tables" / "runs.csv").read_text() == runs_table
+
+    # A kept run continued in its own directory (step 20k of 40k): found once, as the copy that went further,
+    # and the kept copy refreshed; a run beside the kept ones counts as well.
+    longer = fake_run(outputs / "dmc_cpu" / "cartpole_balance" / "r2dreamer" / "seed0", 0, "2026-11-30T10:00:00+0000",
+                      steps=30000, budget=40000)
+    runs, problems = report.find_runs([out / "runs", outputs])
+    assert len(runs) == 3 and [run.path for run in runs if run.seed == 0 and run.step == 30000] == [longer]
+    assert problems == [f"{longer}: unfinished (step 30000 of 40000)"]
+    report.report([out / "runs", outputs], out, reps=50, keep=True)
+    assert (kept / "seed0" / "metrics.jsonl").read_bytes() == (longer / "metrics.jsonl").read_bytes()
