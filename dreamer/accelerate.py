@@ -147,6 +147,12 @@ class LossScaler(nn.Module):
 # -- hardware probes ---------------------------------------------------------------
 
 
+def cpu_capability() -> str:
+    """The vector instructions torch's CPU kernels use here ("AVX2", "AVX512", ...): CPUs of one
+    model name differ in them, and so in matmul speed and in whether bf16 is native."""
+    return torch.backends.cpu.get_cpu_capability()
+
+
 def cpu_compiler_available() -> bool:
     """torch.compile on CPU builds C++ against Python's headers; without either it fails on
     the first call."""

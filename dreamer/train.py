@@ -27,6 +27,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from dreamer import rundir
+from dreamer.accelerate import cpu_capability
 from dreamer.checkpoint import CheckpointWriteError
 from dreamer.config import CONF_DIR, ConfigError, check
 from dreamer.runner import NonFiniteLossError, Runner
@@ -116,7 +117,7 @@ def run_facts(cfg: DictConfig, device: torch.device) -> dict:
         "objective": choices.get("rep_variant"), "suite": choices.get("env"),
         "task": cfg.env.get("task", cfg.env.get("id")), "obs": cfg.env.get("obs"), "seed": cfg.seed,
         "model": choices.get("model"), "steps": cfg.steps, "train_ratio": cfg.train_ratio,
-        "device": str(device), "cpu": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "device": str(device), "cpu": cpu, "cpu_capability": cpu_capability(),
         "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None, "torch": torch.__version__,
     }
