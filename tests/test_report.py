@@ -23,8 +23,10 @@ def test_report_of_the_smoke_ablation(smoke_ablation, tmp_path):
     partial = tmp_path / "partial"
     copied = partial / "CartPole-v1" / "r2dreamer" / "seed0"
     copied.mkdir(parents=True)
-    for name in ("run.json", "config.yaml"):
-        shutil.copy(smoke_ablation / "CartPole-v1" / "r2dreamer" / "seed0" / name, copied / name)
+    shutil.copy(smoke_ablation / "CartPole-v1" / "r2dreamer" / "seed0" / "config.yaml", copied / "config.yaml")
+    facts = json.loads((smoke_ablation / "CartPole-v1" / "r2dreamer" / "seed0" / "run.json").read_text())
+    facts["starts"][0]["pid"] += 1  # another run (a copy of the same run would count once)
+    (copied / "run.json").write_text(json.dumps(facts))
     rows = read_metrics(smoke_ablation / "CartPole-v1" / "r2dreamer" / "seed0")
     (copied / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows if row["step"] <= 100))
     (partial / "jobs.yaml").write_text("jobs:\n- {dir: CartPole-v1/r2dreamer/seed0}\n- {dir: CartPole-v1/r2dreamer/seed100}\n")
