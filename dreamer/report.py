@@ -147,7 +147,7 @@ def load_run(path: Path) -> Run | None:
             rows.append(json.loads(line))
         except ValueError:
             continue  # a line cut by a kill
-    facts = json.loads((path / "run.json").read_text()) if (path / "run.json").exists() else {}
+    facts = read_facts(path)
     if facts.get("objective"):
         objective, suite, task = facts["objective"], facts["suite"], str(facts["task"])
         seed, budget = int(facts["seed"]), int(facts["steps"])
@@ -163,6 +163,11 @@ def load_run(path: Path) -> Run | None:
     else:
         return None
     return Run(path, objective, suite, task, seed, budget, rows, facts)
+
+
+def read_facts(path: Path) -> dict:
+    """A run directory's ``run.json`` ({} when it has none)."""
+    return json.loads((path / "run.json").read_text()) if (path / "run.json").exists() else {}
 
 
 def find_runs(paths: list[Path]) -> tuple[list[Run], list[str]]:
@@ -184,7 +189,7 @@ def find_runs(paths: list[Path]) -> tuple[list[Run], list[str]]:
                     problems.append(f"{run_dir}: missing (no metrics.jsonl)")
     kept = {}  # a run found twice (a kept copy beside its original): the copy that went further
     for run in runs:
-        key = identity(run) or run.path.resolve()
+        key = identity(run.facts, run.path)
         if key not in kept or run.step > kept[key].step:
             kept[key] = run
     runs = list(kept.values())
@@ -194,32 +199,29 @@ def find_runs(paths: list[Path]) -> tuple[list[Run], list[str]]:
     return runs, sorted(set(problems))
 
 
-def identity(run: Run) -> tuple | None:
-    """What tells a run from its copies: its first start's time, host and process (run.json)."""
-    starts = run.facts.get("starts") or []
-    return tuple(starts[0].get(key) for key in ("time", "host", "pid")) if starts else None
+def identity(facts: dict, path: Path) -> tuple | Path:
+    """What tells a run from its copies: its first start's time, host and process (run.json);
+    for a run without them, its directory."""
+    starts = facts.get("starts") or []
+    return tuple(starts[0].get(key) for key in ("time", "host", "pid")) if starts else path.resolve()
 
 
-def keep_runs(runs: list[Run], into: Path) -> list[Path]:
+def keep_runs(runs: list[Run], into: Path) -> None:
     """Copy each run's records (``RECORDS``: its facts, configuration and metrics; never its
     checkpoints or replay) to ``into/<sweep>/<task>/<objective>/seed<k>/``, a few hundred kB per
     run, from which the report can be made again when the run directories are gone.  A copy of
     the same run is refreshed; another run of the same name gets ``seed<k>-2``, ``-3``, ..."""
-    kept = []
     for run in runs:
         base = into / str(run.facts.get("sweep") or run.facts.get("experiment") or run.suite) / run.task / run.objective
         for number in range(1, len(runs) + 2):
             dest = base / (f"seed{run.seed}" if number == 1 else f"seed{run.seed}-{number}")
-            there = load_run(dest) if (dest / "metrics.jsonl").exists() else None
-            if there is None or (identity(there) or there.path.resolve()) == (identity(run) or run.path.resolve()):
+            if not (dest / "metrics.jsonl").exists() or identity(read_facts(dest), dest) == identity(run.facts, run.path):
                 break
         if dest.resolve() != run.path.resolve():
             dest.mkdir(parents=True, exist_ok=True)
             for name in RECORDS:
                 if (run.path / name).exists():
                     shutil.copyfile(run.path / name, dest / name)
-        kept.append(dest)
-    return kept
 
 
 # -- statistics (rliable) -----------------------------------------------------------------
@@ -566,7 +568,7 @@ def report(paths: list[Path], out: Path, reps: int = 2000, keep: bool = False) -
     lines = [f"# Report: {len(runs)} run(s) from {', '.join(map(str, paths))}", ""]
     if keep:
         keep_runs(runs, out / "runs")
-        lines += [f"The runs' records are kept in `runs/` (`run.json`, `config.yaml`, `metrics.jsonl`); the report "
+        lines += [f"The runs' records are kept in `runs/` ({', '.join(f'`{name}`' for name in RECORDS)}); the report "
                   f"again from them alone: `python -m dreamer.report {out / 'runs'} --out {out}`.", ""]
     lines += ["Scores: final evaluation return of the policy's mode, normalised (DMC /1000; Atari "
               "(score - random) / (human - random); Meta-World success rate; Crafter score / 100; other suites raw). "
@@ -625,7 +627,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="where report.md, tables/ and figures/ go (default: <first path>/report)")
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples for the 95 %% CIs (default 2000)")
     parser.add_argument("--keep-runs", action="store_true",
-                        help="copy each run's run.json, config.yaml and metrics.jsonl (no checkpoints) into <out>/runs/, "
+                        help=f"copy each run's {', '.join(RECORDS)} (no checkpoints) into <out>/runs/, "
                              "so the report can be made again once the run directories are gone")
     args = parser.parse_args(argv)
     for path in args.paths:
