@@ -8,8 +8,9 @@ from conftest import COMPILED, QUICK, read_metrics, run_cli
 
 
 # Compiled: what `make train` runs.  Its first run on a machine spends about 85 s of 110 in
-# Inductor's compilation (26 s eager; 31 s once the compile cache is warm), so the default
-# suite runs it eager; test_precision checks the compiled losses and acting steps there.
+# Inductor's compilation (26 s eager; 31 s once the compile cache is warm: `python -m
+# dreamer.train` with this test's overrides, 1 thread, AVX2-only cpu2), so the default suite
+# runs it eager; test_precision checks the compiled losses and acting steps there.
 @pytest.mark.parametrize("compiled", [pytest.param(True, marks=pytest.mark.slow), False])
 def test_train_cli_writes_config_metrics_and_checkpoint(tmp_path, compiled):
     result = run_cli(*(COMPILED if compiled else QUICK), "steps=200", f"hydra.run.dir={tmp_path}")
