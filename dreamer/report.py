@@ -189,7 +189,7 @@ def find_runs(paths: list[Path]) -> tuple[list[Run], list[str]]:
                     problems.append(f"{run_dir}: missing (no metrics.jsonl)")
     kept = {}  # a run found twice (a kept copy beside its original): the copy that went further
     for run in runs:
-        key = identity(run.facts, run.path)
+        key = identity(run)
         if key not in kept or run.step > kept[key].step:
             kept[key] = run
     runs = list(kept.values())
@@ -199,11 +199,14 @@ def find_runs(paths: list[Path]) -> tuple[list[Run], list[str]]:
     return runs, sorted(set(problems))
 
 
-def identity(facts: dict, path: Path) -> tuple | Path:
-    """What tells a run from its copies: its first start's time, host and process (run.json);
-    for a run without them, its directory."""
-    starts = facts.get("starts") or []
-    return tuple(starts[0].get(key) for key in ("time", "host", "pid")) if starts else path.resolve()
+def identity(run: Run) -> tuple:
+    """What tells a run from its copies: what it runs (objective, suite, task, seed) and its first
+    start's time, host and process (run.json); for a run without a start, its directory.  The
+    start alone is not enough: a launcher's worker process runs one job after another, so two
+    jobs can share a process and a starting second."""
+    starts = run.facts.get("starts") or []
+    start = tuple(starts[0].get(key) for key in ("time", "host", "pid")) if starts else (run.path.resolve(),)
+    return (run.objective, run.suite, run.task, run.seed, *start)
 
 
 def keep_runs(runs: list[Run], into: Path) -> None:
@@ -215,7 +218,8 @@ def keep_runs(runs: list[Run], into: Path) -> None:
         base = into / str(run.facts.get("sweep") or run.facts.get("experiment") or run.suite) / run.task / run.objective
         for number in range(1, len(runs) + 2):
             dest = base / (f"seed{run.seed}" if number == 1 else f"seed{run.seed}-{number}")
-            if not (dest / "metrics.jsonl").exists() or identity(read_facts(dest), dest) == identity(run.facts, run.path):
+            there = load_run(dest) if (dest / "metrics.jsonl").exists() else None
+            if there is None or identity(there) == identity(run):
                 break
         if dest.resolve() != run.path.resolve():
             dest.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ def test_report_of_the_smoke_ablation(smoke_ablation, tmp_path):
     copied.mkdir(parents=True)
     shutil.copy(smoke_ablation / "CartPole-v1" / "r2dreamer" / "seed0" / "config.yaml", copied / "config.yaml")
     facts = json.loads((smoke_ablation / "CartPole-v1" / "r2dreamer" / "seed0" / "run.json").read_text())
-    facts["starts"][0]["pid"] += 1  # another run (a copy of the same run would count once)
+    facts["starts"][0]["host"] = "elsewhere"  # another run (a copy of the same run would count once)
     (copied / "run.json").write_text(json.dumps(facts))
     rows = read_metrics(smoke_ablation / "CartPole-v1" / "r2dreamer" / "seed0")
     (copied / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows if row["step"] <= 100))
@@ -190,3 +190,18 @@ def test_kept_runs_make_the_report_again_after_the_run_directories_are_gone(tmp_
     assert problems == [f"{longer}: unfinished (step 30000 of 40000)"]
     report.report([out / "runs", outputs], out, reps=50, keep=True)
     assert (kept / "seed0" / "metrics.jsonl").read_bytes() == (longer / "metrics.jsonl").read_bytes()
+
+
+def test_two_jobs_of_one_worker_started_in_the_same_second_are_two_runs(tmp_path):
+    # A launcher's worker process runs jobs one after another: same host, same pid, and (for a job
+    # that ends fast) the same starting second.  What the runs are still tells them apart.
+    start = "2026-11-30T10:00:00+0000"
+    sweep = tmp_path / "dmc_cpu" / "cartpole_balance" / "r2dreamer"
+    first = fake_run(sweep / "seed0", 0, start, final=800.0)
+    second = fake_run(sweep / "seed100", 100, start, steps=10000, final=900.0)
+    runs, problems = report.find_runs([tmp_path / "dmc_cpu"])
+    assert sorted(run.path for run in runs) == [first, second]
+    assert problems == [f"{second}: unfinished (step 10000 of 20000)"]
+    report.keep_runs(runs, tmp_path / "kept")
+    assert sorted(path.name for path in (tmp_path / "kept" / "dmc_cpu" / "cartpole_balance" / "r2dreamer").iterdir()) == [
+        "seed0", "seed100"]
