@@ -34,11 +34,11 @@ def test_train_cli_writes_config_metrics_and_checkpoint(tmp_path, compiled):
     ["env.obs=pixels"],
 ])
 def test_train_cli_continuous_actions_and_pixels(tmp_path, overrides):
-    result = run_cli(*QUICK, "steps=200", "eval_every=0", *overrides, f"hydra.run.dir={tmp_path}")
+    result = run_cli(*QUICK, "steps=100", "eval_every=0", *overrides, f"hydra.run.dir={tmp_path}")
     assert result.returncode == 0, result.stderr[-3000:]
     rows = read_metrics(tmp_path)
     assert any("train/loss/total" in row for row in rows)
-    assert rows[-1]["step"] == 200 and "eval/return" in rows[-1]
+    assert rows[-1]["step"] == 100 and "eval/return" in rows[-1]
 
 
 def test_multirun_sweeps_objectives_from_pixels_and_state(tmp_path):
@@ -46,7 +46,7 @@ def test_multirun_sweeps_objectives_from_pixels_and_state(tmp_path):
     # whose pixel paths differ most (a decoder; augmented views and an EMA encoder).
     result = run_cli(
         "-m", "rep_variant=dreamer,dreamerpro", "seed=0", *QUICK,
-        "env.obs=both", "steps=100", "eval_every=0", f"hydra.sweep.dir={tmp_path}", timeout=900,
+        "env.obs=both", "steps=60", "log_every=20", "eval_every=0", f"hydra.sweep.dir={tmp_path}", timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     variants = set()
@@ -54,7 +54,7 @@ def test_multirun_sweeps_objectives_from_pixels_and_state(tmp_path):
         config = yaml.safe_load((job / "config.yaml").read_text())
         variants.add(config["rep_variant"]["_target_"].rsplit(".", 1)[-1])
         rows = read_metrics(job)
-        assert rows[-1]["step"] == 100 and "eval/return" in rows[-1]
+        assert rows[-1]["step"] == 60 and "eval/return" in rows[-1]
         assert any("train/loss/total" in row for row in rows)
     assert variants == {"ReconstructionObjective", "PrototypeObjective"}
     assert list(tmp_path.glob("0/openloop/*.png"))  # the dreamer job renders open-loop predictions
