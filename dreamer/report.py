@@ -139,10 +139,10 @@ def objective_names() -> dict[str, str]:
     return {yaml.safe_load(path.read_text())["_target_"]: path.stem for path in sorted((CONF_DIR / "rep_variant").glob("*.yaml"))}
 
 
-def load_run(path: Path) -> Run | None:
-    metrics = path / "metrics.jsonl"
+def load_run(path: Path, metrics: bool = True) -> Run | None:
+    """The run in ``path``; ``metrics=False`` leaves its rows out (what the run is, not how it went)."""
     rows = []
-    for line in metrics.read_text().splitlines():
+    for line in (path / "metrics.jsonl").read_text().splitlines() if metrics else []:
         try:
             rows.append(json.loads(line))
         except ValueError:
@@ -218,7 +218,7 @@ def keep_runs(runs: list[Run], into: Path) -> None:
         base = into / str(run.facts.get("sweep") or run.facts.get("experiment") or run.suite) / run.task / run.objective
         for number in range(1, len(runs) + 2):
             dest = base / (f"seed{run.seed}" if number == 1 else f"seed{run.seed}-{number}")
-            there = load_run(dest) if (dest / "metrics.jsonl").exists() else None
+            there = load_run(dest, metrics=False) if (dest / "metrics.jsonl").exists() else None
             if there is None or identity(there) == identity(run):
                 break
         if dest.resolve() != run.path.resolve():
