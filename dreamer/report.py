@@ -426,7 +426,10 @@ def colour(objective: str, objectives: list[str]) -> str:
 
 
 def curve_matrix(runs: list[Run]) -> tuple[np.ndarray, np.ndarray] | None:
-    """(seeds x steps) normalised evaluation scores on the steps every run evaluated at."""
+    """(seeds x steps) normalised evaluation scores on the steps every run evaluated at; None
+    without runs (an objective not run on this task) or without a step they share."""
+    if not runs:
+        return None
     steps = sorted(set.intersection(*(set(step for step, _ in run.evaluations) for run in runs)))
     if not steps:
         return None

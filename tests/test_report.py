@@ -139,11 +139,12 @@ def test_run_table_and_training_episode_curves_by_hand(tmp_path):
     assert line["DreamerV3 (training episodes)"] == f"{report.dreamerv3_at('dmc_proprio', 'cartpole_balance', 20000):.1f}"
 
 
-def fake_run(path, seed, start, steps=20000, budget=20000, sweep="dmc_cpu", final=800.0):
+def fake_run(path, seed, start, steps=20000, budget=20000, sweep="dmc_cpu", final=800.0,
+             objective="r2dreamer", task="cartpole_balance"):
     """A DMC Proprio run directory as a training job leaves it (records only)."""
     path.mkdir(parents=True)
-    facts = {"experiment": "dmc_cpu", "sweep": sweep, "objective": "r2dreamer", "suite": "dmc_proprio",
-             "task": "cartpole_balance", "seed": seed, "steps": budget, "cpu": "AMD EPYC", "cpu_capability": "AVX2",
+    facts = {"experiment": "dmc_cpu", "sweep": sweep, "objective": objective, "suite": "dmc_proprio",
+             "task": task, "seed": seed, "steps": budget, "cpu": "AMD EPYC", "cpu_capability": "AVX2",
              "torch_threads": 1, "starts": [{"time": start, "host": "vm", "pid": 7, "job_id": None}]}
     if steps >= budget:
         facts["result"] = {"hours": 1.25}
@@ -205,3 +206,18 @@ def test_two_jobs_of_one_worker_started_in_the_same_second_are_two_runs(tmp_path
     report.keep_runs(runs, tmp_path / "kept")
     assert sorted(path.name for path in (tmp_path / "kept" / "dmc_cpu" / "cartpole_balance" / "r2dreamer").iterdir()) == [
         "seed0", "seed100"]
+
+
+def test_an_objective_run_on_fewer_tasks_than_another(tmp_path):
+    # A sweep in progress: the baseline finished two tasks, the other objective one of them.
+    sweep = tmp_path / "dmc_cpu"
+    start = "2026-11-30T10:00:00+0000"
+    for task, final in (("cartpole_balance", 600.0), ("walker_stand", 700.0)):
+        fake_run(sweep / task / "dreamer" / "seed0", 0, start, final=final, objective="dreamer", task=task)
+    fake_run(sweep / "cartpole_balance" / "r2dreamer" / "seed100", 100, start, final=900.0)
+    text = report.report([sweep], tmp_path / "report", reps=50)
+    assert "| cartpole_balance | 20000 | 0.600 [0.600, 0.600] (n=1) | 0.900 [0.900, 0.900] (n=1) |" in text
+    assert "| walker_stand | 20000 | 0.700 [0.700, 0.700] (n=1) |  |" in text
+    assert "Aggregates over 1 seed(s) x 1 task(s) (cartpole_balance)" in text
+    with Image.open(tmp_path / "report" / "figures" / "dmc_proprio_curves.png") as figure:
+        assert figure.size == (800, 300)  # two tasks side by side
