@@ -330,6 +330,8 @@ def cell(values: list[float], reps: int, digits: int = 3) -> str:
 
     if not values:
         return ""
+    if len(values) == 1:  # one seed: the bootstrap has nothing to resample, so no interval
+        return f"{values[0]:.{digits}f} (n=1)"
     mean, low, high = interval(np.array(values)[:, None], metrics.aggregate_mean, reps)
     return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}] (n={len(values)})"
 
@@ -398,8 +400,12 @@ def wall_clock(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def estimate(point: float, low: float, high: float, digits: int = 3) -> str:
-    return "" if math.isnan(point) else f"{point:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+def estimate(point: float, low: float, high: float, digits: int = 3, interval: bool = True) -> str:
+    """``point [low, high]``; the point alone without ``interval`` (one seed per task: a stratified
+    bootstrap resamples seeds within each task, so its interval would be the point itself)."""
+    if math.isnan(point):
+        return ""
+    return f"{point:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]" if interval else f"{point:.{digits}f}"
 
 
 def markdown(header: list[str], rows: list[list[str]]) -> str:
@@ -461,7 +467,9 @@ def training_mean(runs: list[Run]) -> tuple[np.ndarray, np.ndarray] | None:
     return np.asarray(ends), np.array([normalise(run.suite, run.task, mean) for mean in means])
 
 
-def learning_curves(runs: list[Run], suite: str, path: Path, reps: int) -> None:
+def learning_curves(runs: list[Run], suite: str, path: Path, reps: int) -> list[str]:
+    """Evaluation (mean over seeds, 95 % CI band) and training-episode curves per task and
+    objective beside DreamerV3's, one panel per task; returns the legend's labels."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -474,13 +482,15 @@ def learning_curves(runs: list[Run], suite: str, path: Path, reps: int) -> None:
     rows = math.ceil(len(tasks) / columns)
     figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows), squeeze=False)
     for ax, task in zip(axes.flat, tasks):
+        seeds = []
         for objective in objectives:
             matrix = curve_matrix([run for run in here if run.task == task and run.objective == objective])
             if matrix is None:
                 continue
             steps, values = matrix
+            seeds.append(f"{objective} {len(values)}")
             mean, low, high = band(values, reps)
-            ax.plot(steps, mean, color=colour(objective, objectives), label=f"{objective} eval ({len(values)})")
+            ax.plot(steps, mean, color=colour(objective, objectives), label=f"{objective} eval")
             ax.fill_between(steps, low, high, color=colour(objective, objectives), alpha=0.2)
             training = training_mean([run for run in here if run.task == task and run.objective == objective])
             if training is not None:
@@ -491,16 +501,22 @@ def learning_curves(runs: list[Run], suite: str, path: Path, reps: int) -> None:
             values = [dreamerv3_at(suite, task, int(x)) for x in grid]
             ax.plot(grid, [np.nan if v is None else normalise(suite, task, v) for v in values], color="0.4",
                     linestyle="--", label="DreamerV3 (training episodes)")
-        ax.set_title(task)
+        ax.set_title(f"{task}\nseeds: {', '.join(seeds)}", fontsize=10)
         ax.set_xlabel("environment steps")
         ax.set_ylabel("normalised score" if suite != "gym" else "return")
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(tasks):]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=8)
+    # One legend for every line of every panel: an objective may have runs on some tasks only.
+    legend = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    axes.flat[0].legend(legend.values(), legend.keys(), fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
+    return list(legend)
 
 
 def iqm_curve(runs: list[Run], suite: str, path: Path, reps: int) -> bool:
@@ -591,7 +607,7 @@ def report(paths: list[Path], out: Path, reps: int = 2000, keep: bool = False) -
             aggregate = aggregates(matrices, reps, normalised=suite in NORMALISED)
             aggregate_header = ["objective", "runs", "tasks", "mean", "median", "IQM", "optimality gap"]
             aggregate_rows = [[row["objective"], str(row["runs"]), str(row["tasks"]),
-                               *(estimate(*row[key], digits=3 if suite in NORMALISED else 1)
+                               *(estimate(*row[key], digits=3 if suite in NORMALISED else 1, interval=seeds > 1)
                                  for key in aggregate_header[3:])]
                               for row in aggregate]
             write_csv(out / "tables" / f"{suite}_aggregates.csv",
@@ -599,13 +615,16 @@ def report(paths: list[Path], out: Path, reps: int = 2000, keep: bool = False) -
                                                        for part in ("point", "low", "high"))],
                       [[row["objective"], row["runs"], row["tasks"], *(value for key in aggregate_header[3:] for value in row[key])]
                        for row in aggregate])
-            lines += [f"Aggregates over {seeds} seed(s) x {len(tasks)} task(s) ({', '.join(tasks)}), rliable, "
-                      f"stratified bootstrap, {reps} resamples:", "", markdown(aggregate_header, aggregate_rows), ""]
+            how = (f"rliable, stratified bootstrap, {reps} resamples" if seeds > 1 else
+                   "rliable; one seed per task, so no confidence interval (a stratified bootstrap resamples "
+                   "seeds within each task) and no more than the per-task scores above")
+            lines += [f"Aggregates over {seeds} seed(s) x {len(tasks)} task(s) ({', '.join(tasks)}), {how}:", "",
+                      markdown(aggregate_header, aggregate_rows), ""]
             pairs = improvement(matrices, reps)
             if pairs:
                 lines += ["Probability of improvement of r2dreamer:", "",
-                          markdown(["pair", "P(X > Y) [95 % CI]"],
-                                   [[row["pair"].replace(",", " > "), estimate(*row["probability"])]
+                          markdown(["pair", "P(X > Y) [95 % CI]" if seeds > 1 else "P(X > Y)"],
+                                   [[row["pair"].replace(",", " > "), estimate(*row["probability"], interval=seeds > 1)]
                                     for row in pairs]), ""]
                 improvement_figure(pairs, suite, out / "figures" / f"{suite}_improvement.png")
             iqm_curve(runs, suite, out / "figures" / f"{suite}_iqm.png", reps)

@@ -216,8 +216,24 @@ def test_an_objective_run_on_fewer_tasks_than_another(tmp_path):
         fake_run(sweep / task / "dreamer" / "seed0", 0, start, final=final, objective="dreamer", task=task)
     fake_run(sweep / "cartpole_balance" / "r2dreamer" / "seed100", 100, start, final=900.0)
     text = report.report([sweep], tmp_path / "report", reps=50)
-    assert "| cartpole_balance | 20000 | 0.600 [0.600, 0.600] (n=1) | 0.900 [0.900, 0.900] (n=1) |" in text
-    assert "| walker_stand | 20000 | 0.700 [0.700, 0.700] (n=1) |  |" in text
-    assert "Aggregates over 1 seed(s) x 1 task(s) (cartpole_balance)" in text
+    # One seed: the scores, without a bootstrap interval that would only repeat them.
+    assert "| cartpole_balance | 20000 | 0.600 (n=1) | 0.900 (n=1) |" in text
+    assert "| walker_stand | 20000 | 0.700 (n=1) |  |" in text
+    assert "Aggregates over 1 seed(s) x 1 task(s) (cartpole_balance), rliable; one seed per task, so no confidence" in text
+    assert "| r2dreamer | 1 | 1 | 0.900 | 0.900 | 0.900 | 0.100 |" in text
+    assert "| pair | P(X > Y) |" in text and "| r2dreamer > dreamer | 1.000 |" in text
+    # A second seed of both on cartpole_balance: mean [95 % CI] again.
+    fake_run(sweep / "cartpole_balance" / "dreamer" / "seed100", 100, start, final=800.0, objective="dreamer")
+    fake_run(sweep / "cartpole_balance" / "r2dreamer" / "seed0", 0, start, final=700.0)
+    text = report.report([sweep], tmp_path / "report", reps=50)
+    assert "| cartpole_balance | 20000 | 0.700 [0.600, 0.800] (n=2) | 0.800 [0.700, 0.900] (n=2) |" in text
+    assert "Aggregates over 2 seed(s) x 1 task(s) (cartpole_balance), rliable, stratified bootstrap, 50 resamples" in text
+    assert "| pair | P(X > Y) [95 % CI] |" in text
     with Image.open(tmp_path / "report" / "figures" / "dmc_proprio_curves.png") as figure:
         assert figure.size == (800, 300)  # two tasks side by side
+    # The legend names an objective that is missing from the first panel.
+    runs, _ = report.find_runs([sweep, fake_run(tmp_path / "other" / "walker_stand" / "infonce" / "seed0", 0, start,
+                                                objective="infonce", task="walker_stand")])
+    labels = report.learning_curves(runs, "dmc_proprio", tmp_path / "curves.png", reps=50)
+    assert sorted(labels) == sorted([f"{objective} {line}" for objective in ("dreamer", "r2dreamer", "infonce")
+                                     for line in ("eval", "training episodes")] + ["DreamerV3 (training episodes)"])
