@@ -400,12 +400,12 @@ def wall_clock(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def estimate(point: float, low: float, high: float, digits: int = 3, interval: bool = True) -> str:
-    """``point [low, high]``; the point alone without ``interval`` (one seed per task: a stratified
+def estimate(point: float, low: float, high: float, digits: int = 3, with_interval: bool = True) -> str:
+    """``point [low, high]``; the point alone without ``with_interval`` (one seed per task: a stratified
     bootstrap resamples seeds within each task, so its interval would be the point itself)."""
     if math.isnan(point):
         return ""
-    return f"{point:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]" if interval else f"{point:.{digits}f}"
+    return f"{point:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]" if with_interval else f"{point:.{digits}f}"
 
 
 def markdown(header: list[str], rows: list[list[str]]) -> str:
@@ -484,7 +484,8 @@ def learning_curves(runs: list[Run], suite: str, path: Path, reps: int) -> list[
     for ax, task in zip(axes.flat, tasks):
         seeds = []
         for objective in objectives:
-            matrix = curve_matrix([run for run in here if run.task == task and run.objective == objective])
+            group = [run for run in here if run.task == task and run.objective == objective]
+            matrix = curve_matrix(group)
             if matrix is None:
                 continue
             steps, values = matrix
@@ -492,7 +493,7 @@ def learning_curves(runs: list[Run], suite: str, path: Path, reps: int) -> list[
             mean, low, high = band(values, reps)
             ax.plot(steps, mean, color=colour(objective, objectives), label=f"{objective} eval")
             ax.fill_between(steps, low, high, color=colour(objective, objectives), alpha=0.2)
-            training = training_mean([run for run in here if run.task == task and run.objective == objective])
+            training = training_mean(group)
             if training is not None:
                 ax.plot(*training, color=colour(objective, objectives), linestyle=":", label=f"{objective} training episodes")
         if dreamerv3_curves(suite).get(task):
@@ -607,7 +608,7 @@ def report(paths: list[Path], out: Path, reps: int = 2000, keep: bool = False) -
             aggregate = aggregates(matrices, reps, normalised=suite in NORMALISED)
             aggregate_header = ["objective", "runs", "tasks", "mean", "median", "IQM", "optimality gap"]
             aggregate_rows = [[row["objective"], str(row["runs"]), str(row["tasks"]),
-                               *(estimate(*row[key], digits=3 if suite in NORMALISED else 1, interval=seeds > 1)
+                               *(estimate(*row[key], digits=3 if suite in NORMALISED else 1, with_interval=seeds > 1)
                                  for key in aggregate_header[3:])]
                               for row in aggregate]
             write_csv(out / "tables" / f"{suite}_aggregates.csv",
@@ -624,7 +625,7 @@ def report(paths: list[Path], out: Path, reps: int = 2000, keep: bool = False) -
             if pairs:
                 lines += ["Probability of improvement of r2dreamer:", "",
                           markdown(["pair", "P(X > Y) [95 % CI]" if seeds > 1 else "P(X > Y)"],
-                                   [[row["pair"].replace(",", " > "), estimate(*row["probability"], interval=seeds > 1)]
+                                   [[row["pair"].replace(",", " > "), estimate(*row["probability"], with_interval=seeds > 1)]
                                     for row in pairs]), ""]
                 improvement_figure(pairs, suite, out / "figures" / f"{suite}_improvement.png")
             iqm_curve(runs, suite, out / "figures" / f"{suite}_iqm.png", reps)
