@@ -31,6 +31,7 @@ def jobs(*arguments: str) -> list[list[str]]:
     (["+experiment=crafter_smoke"], 4 * 1 * 2),
     (["+experiment=dmc_cpu"], 2 * 4 * 2),
     (["+experiment=dmc_cpu_vision"], 2 * 2 * 2),
+    (["+experiment=dmc_cpu_vision_bf16"], 2 * 2 * 2),
 ])
 def test_preset_expands_to_every_job(arguments, count):
     assert len(jobs(*arguments)) == count
@@ -67,6 +68,7 @@ def test_bad_preset_launcher_or_swept_value_stops_before_any_job(tmp_path, argum
 @pytest.mark.parametrize("preset, steps, model, train_ratio", [
     ("dmc_vision", 1_000_000, 2048, 512), ("dmc_proprio", 500_000, 2048, 512), ("atari100k", 400_000, 8192, 128),
     ("dmc_vision_smoke", 200, 256, 32), ("dmc_cpu", 100_000, 256, 128), ("dmc_cpu_vision", 100_000, 256, 64),
+    ("dmc_cpu_vision_bf16", 100_000, 256, 128),
 ])
 def test_preset_carries_the_suites_budget_model_and_train_ratio(preset, steps, model, train_ratio):
     from conftest import compose_config
@@ -87,3 +89,17 @@ def test_cpu_presets_run_seed_by_seed_with_the_cpu_choices():
     assert proprio.model.world_model.units == proprio.model.actor_critic.units == 128
     assert (vision.env.obs, vision.env_workers, vision.model.cnn_kernel, vision.eval_episodes) == ("pixels", True, 3, 10)
     assert (vision.model.units, vision.model.hidden, vision.model.world_model.units) == (128, 128, 128)
+
+
+def test_bf16_vision_preset_is_the_vision_preset_with_twice_the_updates_in_bf16():
+    from omegaconf import OmegaConf
+
+    from conftest import compose_config
+
+    fp32, bf16 = (OmegaConf.to_container(compose_config(f"+experiment={preset}"))
+                  for preset in ("dmc_cpu_vision", "dmc_cpu_vision_bf16"))
+    changed = {key: (fp32[key], bf16[key]) for key in fp32 if fp32[key] != bf16[key]}
+    assert changed == {"experiment": ("dmc_cpu_vision", "dmc_cpu_vision_bf16"), "train_ratio": (64, 128),
+                       "precision": ("fp32", "bf16")}
+    assert jobs("+experiment=dmc_cpu_vision_bf16") == [
+        [*job[:-1], "+experiment=dmc_cpu_vision_bf16"] for job in jobs("+experiment=dmc_cpu_vision")]
