@@ -3,6 +3,7 @@
 import fcntl
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -38,9 +39,18 @@ def cli_environment(pythonpath: str | None = None) -> dict:
 
 def run_cli(*overrides: str, module: str = "dreamer.train", timeout: int = 300,
             pythonpath: str | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    """``python -m <module> <overrides>``, from the repository root unless ``cwd`` is given."""
-    return subprocess.run([sys.executable, "-m", module, *overrides], cwd=cwd, env=cli_environment(pythonpath),
-                          capture_output=True, text=True, timeout=timeout)
+    """``python -m <module> <overrides>``, from the repository root unless ``cwd`` is given.
+    On a timeout (or ^C) every process the command started goes with it, a launcher's
+    workers included, so none is left training beside the next test."""
+    with subprocess.Popen([sys.executable, "-m", module, *overrides], cwd=cwd, env=cli_environment(pythonpath),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except BaseException:
+            os.killpg(process.pid, signal.SIGKILL)
+            raise
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
 def start_cli(*overrides: str, cwd: Path = ROOT, threads: int | None = None) -> subprocess.Popen:
