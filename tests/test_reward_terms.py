@@ -1,0 +1,42 @@
+"""experiments/cartpole_reward_terms.py: its four terms multiply to dm_control's cartpole reward."""
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+
+pytest.importorskip("dm_control")
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("cartpole_reward_terms", ROOT / "experiments" / "cartpole_reward_terms.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_reward_terms_multiply_to_the_task_reward():
+    from dm_control import suite
+
+    script = load_script()
+    env = suite.load("cartpole", "balance", task_kwargs={"random": 0})
+    env.reset()
+    actions = np.random.default_rng(0).uniform(-1, 1, 50)
+    for action in actions:
+        timestep = env.step([action])
+        terms = script.reward_terms(env.physics)
+        assert np.all((terms > 0) & (terms <= 1))
+        assert terms.prod() == pytest.approx(timestep.reward, rel=1e-6)
+
+
+def test_small_control_term_by_hand():
+    from dm_control import suite
+
+    script = load_script()
+    env = suite.load("cartpole", "balance", task_kwargs={"random": 0})
+    env.reset()
+    env.step([0.5])
+    # quadratic tolerance, margin 1, value 0 at the margin: 1 - 0.5 ** 2 = 0.75; (4 + 0.75) / 5
+    assert script.reward_terms(env.physics)[2] == pytest.approx(0.95)
