@@ -1,5 +1,6 @@
 """Helpers shared by the tests: the real command line, and agents built from the real config."""
 
+import contextlib
 import fcntl
 import json
 import os
@@ -48,7 +49,8 @@ def run_cli(*overrides: str, module: str = "dreamer.train", timeout: int = 300,
         try:
             stdout, stderr = process.communicate(timeout=timeout)
         except BaseException:
-            os.killpg(process.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # the whole group may have ended meanwhile
+                os.killpg(process.pid, signal.SIGKILL)
             raise
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 

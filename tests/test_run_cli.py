@@ -29,10 +29,11 @@ def running(pid: int) -> bool:
 
 
 def test_run_cli_timeout_stops_the_processes_the_command_started(tmp_path):
+    # 20 s: time for the command to start its worker even on a loaded 2-core machine
     (tmp_path / "lingering.py").write_text(LINGERING)
     pid_file = tmp_path / "worker.pid"
     with pytest.raises(subprocess.TimeoutExpired):
-        run_cli(str(pid_file), module="lingering", pythonpath=str(tmp_path), cwd=tmp_path, timeout=5)
+        run_cli(str(pid_file), module="lingering", pythonpath=str(tmp_path), cwd=tmp_path, timeout=20)
     worker = int(pid_file.read_text())
     deadline = time.monotonic() + 10
     while running(worker) and time.monotonic() < deadline:
