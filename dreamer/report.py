@@ -309,17 +309,29 @@ def dreamerv3_curves(suite: str) -> dict[str, list[tuple[np.ndarray, np.ndarray]
     return dict(curves)
 
 
-def dreamerv3_at(suite: str, task: str, step: int) -> float | None:
-    """DreamerV3's value at ``step``: over seeds, the mean of each seed's mean training-episode
-    return in the window ending there (10k steps; 50k at 1M; Atari's 10k frames), the
-    convention of docs/reference-scores.md.  None when the files do not reach ``step``."""
+def dreamerv3_seeds_at(suite: str, task: str, step: int) -> list[float]:
+    """Each DreamerV3 seed's mean training-episode return in the window ending at ``step``
+    (10k steps; 50k at 1M; Atari's 10k frames), the convention of docs/reference-scores.md;
+    seeds whose curve has no episode there are left out."""
     window = 50_000 if step >= 1_000_000 else 10_000
     means = []
     for xs, ys in dreamerv3_curves(suite).get(task, []):
         inside = (xs > step - window) & (xs <= step)
         if inside.any():
-            means.append(ys[inside].mean())
+            means.append(float(ys[inside].mean()))
+    return means
+
+
+def dreamerv3_at(suite: str, task: str, step: int) -> float | None:
+    """DreamerV3's value at ``step``: the mean over its seeds of ``dreamerv3_seeds_at``.  None
+    when the files do not reach ``step``."""
+    means = dreamerv3_seeds_at(suite, task, step)
     return float(np.mean(means)) if means else None
+
+
+def seed_range(values: list[float]) -> str:
+    """"869.0-944.4 (n=10)": the lowest and highest of a reference's seeds."""
+    return f"{min(values):.1f}-{max(values):.1f} (n={len(values)})" if values else ""
 
 
 # -- tables ---------------------------------------------------------------------------------------
@@ -360,7 +372,7 @@ def run_table(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
     """One row per run, raw returns: the final evaluation, the training episodes of the last
     10k steps, DreamerV3's value at the run's step (training episodes) and the wall clock."""
     header = ["suite", "task", "objective", "seed", "steps", "final eval return", "training episodes (last 10k steps)",
-              "DreamerV3 (training episodes)", "hours", "hardware"]
+              "DreamerV3 (training episodes)", "DreamerV3 seeds (lowest-highest)", "hours", "hardware"]
     rows = []
     for run in sorted(runs, key=lambda run: (run.suite, run.task, order(run.objective), run.seed)):
         if not run.evaluations:
@@ -370,6 +382,7 @@ def run_table(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
         hardware = hardware_of(run)
         rows.append([run.suite, run.task, run.objective, str(run.seed), str(run.step), f"{run.evaluations[-1][1]:.1f}",
                      "" if train is None else f"{train:.1f}", "" if reference is None else f"{reference:.1f}",
+                     seed_range(dreamerv3_seeds_at(run.suite, run.task, run.step)),
                      "" if not run.hours else f"{run.hours:.2f}", hardware if run.facts else ""])
     return header, rows
 
@@ -499,9 +512,11 @@ def learning_curves(runs: list[Run], suite: str, path: Path, reps: int) -> list[
         if dreamerv3_curves(suite).get(task):
             limit = max(run.budget for run in here if run.task == task)
             grid = np.arange(10_000, limit + 1, 10_000)
-            values = [dreamerv3_at(suite, task, int(x)) for x in grid]
-            ax.plot(grid, [np.nan if v is None else normalise(suite, task, v) for v in values], color="0.4",
+            seeds_at = [[normalise(suite, task, v) for v in dreamerv3_seeds_at(suite, task, int(x))] for x in grid]
+            ax.plot(grid, [np.mean(v) if v else np.nan for v in seeds_at], color="0.4",
                     linestyle="--", label="DreamerV3 (training episodes)")
+            ax.fill_between(grid, [min(v) if v else np.nan for v in seeds_at], [max(v) if v else np.nan for v in seeds_at],
+                            color="0.4", alpha=0.12, label="DreamerV3 seeds (lowest-highest)")
         ax.set_title(f"{task}\nseeds: {', '.join(seeds)}", fontsize=10)
         ax.set_xlabel("environment steps")
         ax.set_ylabel("normalised score" if suite != "gym" else "return")
@@ -634,7 +649,8 @@ def report(paths: list[Path], out: Path, reps: int = 2000, keep: bool = False) -
     write_csv(out / "tables" / "runs.csv", header, rows)
     lines += ["## Runs", "", "Raw returns. Final eval: the policy's mode at the last evaluation; training episodes: the "
               "stochastic policy's episodes that ended in the run's last 10k environment steps, the quantity DreamerV3's "
-              "released curves hold (its column: the same window, mean over its seeds).", "", markdown(header, rows), ""]
+              "released curves hold (its column: the same window, mean over its seeds; the next column: the lowest and "
+              "highest of its seeds there, the spread one seed of ours is read against).", "", markdown(header, rows), ""]
     header, rows = wall_clock(runs)
     write_csv(out / "tables" / "wall_clock.csv", header, rows)
     paper = ", ".join(f"{objective} {hours} h" for objective, hours in PAPER_TABLE1_HOURS.items())

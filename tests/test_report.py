@@ -114,6 +114,29 @@ def test_dreamerv3_reference_matches_the_published_table(suite, task, step, publ
     assert not math.isnan(report.normalise(suite, task, published))
 
 
+def test_dreamerv3_seeds_by_hand(monkeypatch, tmp_path):
+    # Seed a: episodes at 5k, 15k and 20k steps; seed b: one at 12k; seed c: none in (10k, 20k].
+    curves = {"cartpole_balance": [(np.array([5000.0, 15000.0, 20000.0]), np.array([1.0, 10.0, 20.0])),
+                                   (np.array([12000.0]), np.array([3.0])), (np.array([25000.0]), np.array([99.0]))]}
+    monkeypatch.setattr(report, "dreamerv3_curves", lambda suite: curves)
+    assert report.dreamerv3_seeds_at("dmc_proprio", "cartpole_balance", 20000) == [15.0, 3.0]
+    assert report.dreamerv3_at("dmc_proprio", "cartpole_balance", 20000) == 9.0
+    assert report.dreamerv3_seeds_at("dmc_proprio", "walker_stand", 20000) == []
+    run = report.Run(tmp_path, "r2dreamer", "dmc_proprio", "cartpole_balance", 0, 20000,
+                     [{"step": 20000, "eval/return": 5.0}], {"result": {"hours": 0.1}})
+    header, [row] = report.run_table([run])
+    line = dict(zip(header, row))
+    assert line["DreamerV3 (training episodes)"] == "9.0"
+    assert line["DreamerV3 seeds (lowest-highest)"] == "3.0-15.0 (n=2)"
+
+
+def test_dreamerv3_seed_spread_of_the_released_vision_walker_stand():
+    # The ten released seeds of DMC Vision walker_stand over 90k-100k steps: 868.8 to 944.4, mean 908.5.
+    seeds = report.dreamerv3_seeds_at("dmc_vision", "walker_stand", 100_000)
+    assert len(seeds) == 10 and round(min(seeds), 1) == 868.8 and round(max(seeds), 1) == 944.4
+    assert round(float(np.mean(seeds)), 1) == 908.5
+
+
 def test_run_table_and_training_episode_curves_by_hand(tmp_path):
     # Episodes end at 4k, 9k, 12k, 19k and 20k steps; the run stops at 20k with evaluations at 10k and 20k.
     rows = [{"step": step, "episode/return": value} for step, value in
@@ -236,4 +259,5 @@ def test_an_objective_run_on_fewer_tasks_than_another(tmp_path):
                                                 objective="infonce", task="walker_stand")])
     labels = report.learning_curves(runs, "dmc_proprio", tmp_path / "curves.png", reps=50)
     assert sorted(labels) == sorted([f"{objective} {line}" for objective in ("dreamer", "r2dreamer", "infonce")
-                                     for line in ("eval", "training episodes")] + ["DreamerV3 (training episodes)"])
+                                     for line in ("eval", "training episodes")]
+                                    + ["DreamerV3 (training episodes)", "DreamerV3 seeds (lowest-highest)"])
