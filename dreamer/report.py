@@ -330,7 +330,7 @@ def dreamerv3_at(suite: str, task: str, step: int) -> float | None:
 
 
 def seed_range(values: list[float]) -> str:
-    """"869.0-944.4 (n=10)": the lowest and highest of a reference's seeds."""
+    """"868.8-944.4 (n=10)": the lowest and highest of a reference's seeds."""
     return f"{min(values):.1f}-{max(values):.1f} (n={len(values)})" if values else ""
 
 
@@ -370,7 +370,8 @@ def task_tables(runs: list[Run], reps: int) -> dict[str, tuple[list[str], list[l
 
 def run_table(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
     """One row per run, raw returns: the final evaluation, the training episodes of the last
-    10k steps, DreamerV3's value at the run's step (training episodes) and the wall clock."""
+    10k steps, DreamerV3's value at the run's step (training episodes) with its lowest and
+    highest seed there, and the wall clock."""
     header = ["suite", "task", "objective", "seed", "steps", "final eval return", "training episodes (last 10k steps)",
               "DreamerV3 (training episodes)", "DreamerV3 seeds (lowest-highest)", "hours", "hardware"]
     rows = []
