@@ -270,22 +270,32 @@ def improvement(matrices: dict[str, np.ndarray], reps: int, of: str = "r2dreamer
             for pair in pairs]
 
 
-def score_matrices(runs: list[Run]) -> tuple[dict[str, np.ndarray], list[str], int]:
-    """(seeds x tasks) normalised final scores per objective, on the tasks every objective
-    finished, with as many seeds as each task has for every objective."""
+def score_matrices(runs: list[Run]) -> tuple[dict[str, np.ndarray], list[str], dict[str, int]]:
+    """(seeds x tasks) normalised final scores per objective on the tasks every objective finished,
+    and each objective's seed count: as many seeds (lowest first) as it finished on every one of
+    those tasks.  Objectives keep their own counts: rliable's aggregates need a full matrix per
+    objective, not the same rows in every one, and its probability of improvement compares runs
+    across objectives as sets, so a baseline with one seed does not cut another objective to one."""
     finished = [run for run in runs if run.finished and run.score() is not None]
     by = defaultdict(lambda: defaultdict(list))
     for run in sorted(finished, key=lambda run: run.seed):
         by[run.objective][run.task].append(run.score())
     if not by:
-        return {}, [], 0
+        return {}, [], {}
     tasks = sorted(set.intersection(*(set(tasks) for tasks in by.values())))
-    seeds = min((len(by[objective][task]) for objective in by for task in tasks), default=0)
-    if not tasks or not seeds:
-        return {}, [], 0
-    matrices = {objective: np.array([[by[objective][task][k] for task in tasks] for k in range(seeds)])
-                for objective in sorted(by, key=order)}
+    if not tasks:
+        return {}, [], {}
+    seeds = {objective: min(len(by[objective][task]) for task in tasks) for objective in sorted(by, key=order)}
+    matrices = {objective: np.array([[by[objective][task][k] for task in tasks] for k in range(count)])
+                for objective, count in seeds.items()}
     return matrices, tasks, seeds
+
+
+def seed_counts(seeds: dict[str, int]) -> str:
+    """"2 seed(s)" when every objective has as many, else "each objective's seeds (dreamer 1, r2dreamer 2)"."""
+    if len(set(seeds.values())) == 1:
+        return f"{next(iter(seeds.values()))} seed(s)"
+    return f"each objective's seeds ({', '.join(f'{objective} {count}' for objective, count in seeds.items())})"
 
 
 def order(objective: str) -> tuple:
@@ -556,14 +566,14 @@ def iqm_curve(runs: list[Run], suite: str, path: Path, reps: int) -> bool:
     for objective in matrices:
         scores = np.array([[[normalise(suite, task, dict(run.evaluations)[step]) for step in steps]
                             for run in sorted((r for r in chosen if r.objective == objective and r.task == task),
-                                              key=lambda r: r.seed)[:seeds]] for task in tasks])  # tasks x seeds x steps
+                                              key=lambda r: r.seed)[:seeds[objective]]] for task in tasks])  # tasks x seeds x steps
         scores = scores.transpose(1, 0, 2)  # runs x tasks x steps
         points, intervals = library.get_interval_estimates(
             {"x": scores}, lambda s: np.array([metrics.aggregate_iqm(s[..., k]) for k in range(s.shape[-1])]),
             reps=reps, random_state=np.random.RandomState(0))
-        ax.plot(steps, points["x"], color=colour(objective, list(matrices)), label=objective)
+        ax.plot(steps, points["x"], color=colour(objective, list(matrices)), label=f"{objective} ({seeds[objective]} seed(s))")
         ax.fill_between(steps, intervals["x"][0], intervals["x"][1], color=colour(objective, list(matrices)), alpha=0.2)
-    ax.set_title(f"{suite}: IQM over {seeds} seed(s) x {len(tasks)} task(s)")
+    ax.set_title(f"{suite}: IQM over seeds x {len(tasks)} task(s)")
     ax.set_xlabel("environment steps")
     ax.set_ylabel("IQM of normalised score")
     ax.grid(alpha=0.3)
@@ -624,7 +634,7 @@ def report(paths: list[Path], out: Path, reps: int = 2000, keep: bool = False) -
             aggregate = aggregates(matrices, reps, normalised=suite in NORMALISED)
             aggregate_header = ["objective", "runs", "tasks", "mean", "median", "IQM", "optimality gap"]
             aggregate_rows = [[row["objective"], str(row["runs"]), str(row["tasks"]),
-                               *(estimate(*row[key], digits=3 if suite in NORMALISED else 1, with_interval=seeds > 1)
+                               *(estimate(*row[key], digits=3 if suite in NORMALISED else 1, with_interval=row["runs"] > 1)
                                  for key in aggregate_header[3:])]
                               for row in aggregate]
             write_csv(out / "tables" / f"{suite}_aggregates.csv",
@@ -632,16 +642,21 @@ def report(paths: list[Path], out: Path, reps: int = 2000, keep: bool = False) -
                                                        for part in ("point", "low", "high"))],
                       [[row["objective"], row["runs"], row["tasks"], *(value for key in aggregate_header[3:] for value in row[key])]
                        for row in aggregate])
-            how = (f"rliable, stratified bootstrap, {reps} resamples" if seeds > 1 else
-                   "rliable; one seed per task, so no confidence interval (a stratified bootstrap resamples "
-                   "seeds within each task) and no more than the per-task scores above")
-            lines += [f"Aggregates over {seeds} seed(s) x {len(tasks)} task(s) ({', '.join(tasks)}), {how}:", "",
+            single = [objective for objective, count in seeds.items() if count == 1]
+            how = ("rliable; one seed per task, so no confidence interval (a stratified bootstrap resamples "
+                   "seeds within each task) and no more than the per-task scores above" if len(single) == len(seeds) else
+                   f"rliable, stratified bootstrap, {reps} resamples"
+                   + (f"; no interval for {', '.join(single)} (one seed per task)" if single else ""))
+            lines += [f"Aggregates over {seed_counts(seeds)} x {len(tasks)} task(s) ({', '.join(tasks)}), {how}:", "",
                       markdown(aggregate_header, aggregate_rows), ""]
             pairs = improvement(matrices, reps)
             if pairs:
-                lines += ["Probability of improvement of r2dreamer:", "",
-                          markdown(["pair", "P(X > Y) [95 % CI]" if seeds > 1 else "P(X > Y)"],
-                                   [[row["pair"].replace(",", " > "), estimate(*row["probability"], with_interval=seeds > 1)]
+                spread = {row["pair"]: all(seeds[name] > 1 for name in row["pair"].split(",")) for row in pairs}
+                lines += ["Probability of improvement of r2dreamer (each objective's runs compared as sets, "
+                          "Mann-Whitney per task; an interval where both have more than one seed):", "",
+                          markdown(["pair", "P(X > Y) [95 % CI]" if any(spread.values()) else "P(X > Y)"],
+                                   [[row["pair"].replace(",", " > "),
+                                     estimate(*row["probability"], with_interval=spread[row["pair"]])]
                                     for row in pairs]), ""]
                 improvement_figure(pairs, suite, out / "figures" / f"{suite}_improvement.png")
             iqm_curve(runs, suite, out / "figures" / f"{suite}_iqm.png", reps)

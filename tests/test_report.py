@@ -245,9 +245,19 @@ def test_an_objective_run_on_fewer_tasks_than_another(tmp_path):
     assert "Aggregates over 1 seed(s) x 1 task(s) (cartpole_balance), rliable; one seed per task, so no confidence" in text
     assert "| r2dreamer | 1 | 1 | 0.900 | 0.900 | 0.900 | 0.100 |" in text
     assert "| pair | P(X > Y) |" in text and "| r2dreamer > dreamer | 1.000 |" in text
-    # A second seed of both on cartpole_balance: mean [95 % CI] again.
-    fake_run(sweep / "cartpole_balance" / "dreamer" / "seed100", 100, start, final=800.0, objective="dreamer")
+    # A second seed of r2dreamer only: it keeps both (mean 0.8 over 700 and 900, not its lowest seed's 0.7
+    # alone), the one-seed baseline stays a point, and both of r2dreamer's seeds beat the baseline's one.
     fake_run(sweep / "cartpole_balance" / "r2dreamer" / "seed0", 0, start, final=700.0)
+    text = report.report([sweep], tmp_path / "report", reps=50)
+    assert ("Aggregates over each objective's seeds (dreamer 1, r2dreamer 2) x 1 task(s) (cartpole_balance), rliable, "
+            "stratified bootstrap, 50 resamples; no interval for dreamer (one seed per task):") in text
+    assert "| dreamer | 1 | 1 | 0.600 | 0.600 | 0.600 | 0.400 |" in text
+    assert "| r2dreamer | 2 | 1 | 0.800 [0.700, 0.900] | 0.800 [0.700, 0.900] |" in text
+    assert "| pair | P(X > Y) |" in text and "| r2dreamer > dreamer | 1.000 |" in text
+    with open(tmp_path / "report" / "tables" / "dmc_proprio_aggregates.csv") as file:
+        assert {line["objective"]: int(line["runs"]) for line in csv.DictReader(file)} == {"dreamer": 1, "r2dreamer": 2}
+    # A second seed of the baseline on cartpole_balance: mean [95 % CI] for both again.
+    fake_run(sweep / "cartpole_balance" / "dreamer" / "seed100", 100, start, final=800.0, objective="dreamer")
     text = report.report([sweep], tmp_path / "report", reps=50)
     assert "| cartpole_balance | 20000 | 0.700 [0.600, 0.800] (n=2) | 0.800 [0.700, 0.900] (n=2) |" in text
     assert "Aggregates over 2 seed(s) x 1 task(s) (cartpole_balance), rliable, stratified bootstrap, 50 resamples" in text
