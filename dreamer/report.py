@@ -270,25 +270,32 @@ def improvement(matrices: dict[str, np.ndarray], reps: int, of: str = "r2dreamer
             for pair in pairs]
 
 
-def score_matrices(runs: list[Run]) -> tuple[dict[str, np.ndarray], list[str], dict[str, int]]:
-    """(seeds x tasks) normalised final scores per objective on the tasks every objective finished,
-    and each objective's seed count: as many seeds (lowest first) as it finished on every one of
-    those tasks.  Objectives keep their own counts: rliable's aggregates need a full matrix per
-    objective, not the same rows in every one, and its probability of improvement compares runs
-    across objectives as sets, so a baseline with one seed does not cut another objective to one."""
+def chosen_runs(runs: list[Run]) -> tuple[dict[str, dict[str, list[Run]]], list[str]]:
+    """The finished runs that enter the aggregates, per objective and task, and those tasks: the
+    tasks every objective finished, and per objective as many seeds (lowest first) as it finished
+    on every one of them.  Objectives keep their own counts: rliable's aggregates need a full
+    matrix per objective, not the same rows in every one, and its probability of improvement
+    compares runs across objectives as sets, so a baseline with one seed does not cut another
+    objective to one."""
     finished = [run for run in runs if run.finished and run.score() is not None]
     by = defaultdict(lambda: defaultdict(list))
     for run in sorted(finished, key=lambda run: run.seed):
-        by[run.objective][run.task].append(run.score())
-    if not by:
-        return {}, [], {}
-    tasks = sorted(set.intersection(*(set(tasks) for tasks in by.values())))
+        by[run.objective][run.task].append(run)
+    tasks = sorted(set.intersection(*(set(tasks) for tasks in by.values()))) if by else []
     if not tasks:
-        return {}, [], {}
-    seeds = {objective: min(len(by[objective][task]) for task in tasks) for objective in sorted(by, key=order)}
-    matrices = {objective: np.array([[by[objective][task][k] for task in tasks] for k in range(count)])
-                for objective, count in seeds.items()}
-    return matrices, tasks, seeds
+        return {}, []
+    counts = {objective: min(len(by[objective][task]) for task in tasks) for objective in by}
+    return {objective: {task: by[objective][task][:counts[objective]] for task in tasks}
+            for objective in sorted(by, key=order)}, tasks
+
+
+def score_matrices(runs: list[Run]) -> tuple[dict[str, np.ndarray], list[str], dict[str, int]]:
+    """(seeds x tasks) normalised final scores per objective of the runs chosen_runs picks, the
+    tasks, and each objective's seed count."""
+    chosen, tasks = chosen_runs(runs)
+    matrices = {objective: np.array([[run.score() for run in per_task[task]] for task in tasks]).T
+                for objective, per_task in chosen.items()}
+    return matrices, tasks, {objective: len(matrix) for objective, matrix in matrices.items()}
 
 
 def seed_counts(seeds: dict[str, int]) -> str:
@@ -555,24 +562,23 @@ def iqm_curve(runs: list[Run], suite: str, path: Path, reps: int) -> bool:
     from rliable import library, metrics
 
     here = [run for run in runs if run.suite == suite and run.finished and run.evaluations]
-    matrices, tasks, seeds = score_matrices(here)
-    if not matrices:
+    chosen, tasks = chosen_runs(here)
+    if not chosen:
         return False
-    chosen = [run for run in here if run.task in tasks]
-    steps = sorted(set.intersection(*(set(step for step, _ in run.evaluations) for run in chosen)))
+    steps = sorted(set.intersection(*(set(step for step, _ in run.evaluations)
+                                      for per_task in chosen.values() for group in per_task.values() for run in group)))
     if not steps:
         return False
     figure, ax = plt.subplots(figsize=(5, 3.5))
-    for objective in matrices:
+    for objective, per_task in chosen.items():
         scores = np.array([[[normalise(suite, task, dict(run.evaluations)[step]) for step in steps]
-                            for run in sorted((r for r in chosen if r.objective == objective and r.task == task),
-                                              key=lambda r: r.seed)[:seeds[objective]]] for task in tasks])  # tasks x seeds x steps
+                            for run in per_task[task]] for task in tasks])  # tasks x seeds x steps
         scores = scores.transpose(1, 0, 2)  # runs x tasks x steps
         points, intervals = library.get_interval_estimates(
             {"x": scores}, lambda s: np.array([metrics.aggregate_iqm(s[..., k]) for k in range(s.shape[-1])]),
             reps=reps, random_state=np.random.RandomState(0))
-        ax.plot(steps, points["x"], color=colour(objective, list(matrices)), label=f"{objective} ({seeds[objective]} seed(s))")
-        ax.fill_between(steps, intervals["x"][0], intervals["x"][1], color=colour(objective, list(matrices)), alpha=0.2)
+        ax.plot(steps, points["x"], color=colour(objective, list(chosen)), label=f"{objective} ({len(scores)} seed(s))")
+        ax.fill_between(steps, intervals["x"][0], intervals["x"][1], color=colour(objective, list(chosen)), alpha=0.2)
     ax.set_title(f"{suite}: IQM over seeds x {len(tasks)} task(s)")
     ax.set_xlabel("environment steps")
     ax.set_ylabel("IQM of normalised score")
