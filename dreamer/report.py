@@ -170,6 +170,18 @@ def read_facts(path: Path) -> dict:
     return json.loads((path / "run.json").read_text()) if (path / "run.json").exists() else {}
 
 
+def job_list(listing: Path) -> list[dict] | None:
+    """The jobs a sweep's ``jobs.yaml`` lists, or None where the file is not one (damaged,
+    or not written by ``dreamer.train``)."""
+    try:
+        jobs = (yaml.safe_load(listing.read_text()) or {}).get("jobs", [])
+    except (yaml.YAMLError, AttributeError, UnicodeDecodeError):
+        return None
+    if not isinstance(jobs, list) or not all(isinstance(job, dict) and isinstance(job.get("dir"), str) for job in jobs):
+        return None
+    return jobs
+
+
 def find_runs(paths: list[Path]) -> tuple[list[Run], list[str]]:
     """Every run under ``paths``, and the runs a sweep's ``jobs.yaml`` lists that are
     missing or unfinished (as "<directory>: <why>")."""
@@ -183,7 +195,11 @@ def find_runs(paths: list[Path]) -> tuple[list[Run], list[str]]:
             if run is not None:
                 runs.append(run)
         for listing in sorted(root.rglob("jobs.yaml")) if root.is_dir() else []:
-            for job in yaml.safe_load(listing.read_text()).get("jobs", []):
+            jobs = job_list(listing)
+            if jobs is None:
+                problems.append(f"{listing}: not a job list this report can read, so its missing runs are not checked")
+                continue
+            for job in jobs:
                 run_dir = listing.parent / job["dir"]
                 if not (run_dir / "metrics.jsonl").exists():
                     problems.append(f"{run_dir}: missing (no metrics.jsonl)")

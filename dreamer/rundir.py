@@ -3,6 +3,7 @@ into a directory, and the checks that keep a new run from landing on an old one.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -117,10 +118,19 @@ def record(run_dir: Path, facts: dict, job_id: str | None, step: int) -> None:
 
 
 def write_text(path: Path, text: str) -> None:
-    """Write a small file of the run; a full disk or read-only location is a one-line error."""
+    """Write a small file of the run whole or not at all: into a file of this process's own
+    and then renamed over ``path``, so a reader never sees half of it and two processes
+    writing the same file at once (two sweeps started together into one sweep directory)
+    leave one of their texts, not the two run into each other.  A full disk or read-only
+    location is a one-line error."""
+    path = Path(path)
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
-        path.write_text(text)
+        temporary.write_text(text)
+        os.replace(temporary, path)
     except OSError as error:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
         raise ConfigError(f"cannot write {path}: {error.strerror}") from None
 
 

@@ -271,3 +271,23 @@ def test_an_objective_run_on_fewer_tasks_than_another(tmp_path):
     assert sorted(labels) == sorted([f"{objective} {line}" for objective in ("dreamer", "r2dreamer", "infonce")
                                      for line in ("eval", "training episodes")]
                                     + ["DreamerV3 (training episodes)", "DreamerV3 seeds (lowest-highest)"])
+
+
+def test_a_damaged_job_list_is_named_and_the_report_still_made(tmp_path):
+    # Two sweeps started in the same second into one sweep directory once ran their job lists into each
+    # other (the longer one's tail after the shorter one's text); the runs themselves are fine.
+    sweep = tmp_path / "dmc_cpu"
+    finished = fake_run(sweep / "reacher_easy" / "dreamer" / "seed100", 100, "2026-12-05T06:49:11+0000",
+                        objective="dreamer", task="reacher_easy")
+    listing = sweep / "jobs.yaml"
+    listing.write_text("jobs:\n- num: 0\n  dir: reacher_easy/dreamer/seed100\n  overrides:\n  - seed=100\n  - resume=auto\n"
+                       "resume=auto\n")
+    runs, problems = report.find_runs([sweep])
+    assert [run.path for run in runs] == [finished]
+    assert problems == [f"{listing}: not a job list this report can read, so its missing runs are not checked"]
+    assert problems[0] in report.report([sweep], tmp_path / "report", reps=50)
+    for text in ("[1, 2]\n", "jobs: [3]\n", "jobs: [{num: 0}]\n"):  # YAML, but not a job list
+        listing.write_text(text)
+        assert report.find_runs([sweep])[1] == problems
+    listing.write_text("jobs:\n- {dir: reacher_easy/dreamer/seed100}\n- {dir: reacher_easy/dreamer/seed200}\n")
+    assert report.find_runs([sweep])[1] == [f"{sweep / 'reacher_easy' / 'dreamer' / 'seed200'}: missing (no metrics.jsonl)"]

@@ -237,6 +237,25 @@ def test_resume_unpickles_only_environment_state_this_user_signed(trained):
     assert "not signed by this user's key; new episodes start instead" in (trained / "train.log").read_text()
 
 
+def test_a_run_file_is_replaced_whole_never_rewritten_in_place(tmp_path):
+    # A reader holding the old file keeps reading the old text; a writer that truncated and rewrote in
+    # place would change it under the reader (and two such writers at once ran their texts together).
+    path = tmp_path / "jobs.yaml"
+    rundir.write_text(path, "jobs:\n- dir: cartpole_balance/dreamer/seed100\n")
+    with open(path) as reader:
+        rundir.write_text(path, "jobs:\n- dir: reacher_easy/dreamer/seed100\n")
+        assert reader.read() == "jobs:\n- dir: cartpole_balance/dreamer/seed100\n"
+    assert path.read_text() == "jobs:\n- dir: reacher_easy/dreamer/seed100\n"
+    assert sorted(tmp_path.iterdir()) == [path]
+
+
+def test_a_run_file_that_cannot_be_written_is_one_line_and_leaves_nothing(small_filesystem):
+    disk = small_filesystem(1, read_only=True)
+    with pytest.raises(ConfigError, match=f"^cannot write {disk / 'run.json'}: Read-only file system$"):
+        rundir.write_text(disk / "run.json", "{}")
+    assert not list(disk.iterdir())
+
+
 def test_a_released_lock_can_be_taken_by_another_process(tmp_path):
     import subprocess
     import sys
