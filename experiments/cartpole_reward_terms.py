@@ -1,6 +1,6 @@
 """Where a DMC cartpole agent's return goes: the four factors of the task's dense reward.
 
-    MUJOCO_GL=egl python experiments/cartpole_reward_terms.py <run dir or checkpoint.pt> [episodes]
+    MUJOCO_GL=egl python experiments/cartpole_reward_terms.py <run dir or checkpoint.pt> [episodes] [--action-scale K]
 
 dm_control's cartpole reward at each control step is the product of four terms in [0, 1]
 (``cartpole.Balance._get_reward``): upright ((cos angle + 1) / 2), centered ((1 + tolerance of
@@ -10,9 +10,13 @@ script runs the actor's mode (as the run's evaluations do) for ``episodes`` epis
 12345 on, reads the terms after each policy step (the last control step of its action repeat)
 and prints each term's mean and the return it costs: the sum over the episode of
 ``(1 - term) * product of the other three``, times the action repeat.
+
+``--action-scale K`` multiplies every action of the mode by K before the environment (and the
+agent's own next step) sees it: whether a gentler version of the same policy still balances the
+pole, and what it then scores.
 """
 
-import sys
+import argparse
 from pathlib import Path
 
 import numpy as np
@@ -35,30 +39,33 @@ def reward_terms(physics) -> np.ndarray:
     return np.array([upright, centered, (4 + force) / 5, small_velocity])
 
 
-def episode(agent, envs: EnvBatch) -> tuple[float, np.ndarray]:
-    """The return of one episode of the actor's mode, and its terms after each policy step, (T, 4)."""
+def episode(agent, envs: EnvBatch, action_scale: float = 1.0) -> tuple[float, np.ndarray]:
+    """The return of one episode of the actor's mode, its actions times ``action_scale``, and its
+    terms after each policy step, (T, 4)."""
     obs = envs.reset()
     latent = agent.initial_state(1)
     action = np.zeros((1, envs.action_space.size), np.float32)
     total, terms = 0.0, []
     while not obs["is_last"][0]:
         action, latent = agent.act({**obs, "action": action}, latent, explore=False)
+        action = action * np.float32(action_scale)
         obs = envs.step(action)
         total += float(obs["reward"][0])
         terms.append(reward_terms(envs.envs[0].physics))
     return total, np.array(terms)
 
 
-def main(path: str, episodes: int = 5) -> None:
+def main(path: str, episodes: int = 5, action_scale: float = 1.0) -> None:
     torch.set_grad_enabled(False)
     agent, make_env, step, checkpoint = load(Path(path), torch.device("cpu"))
-    print(f"{checkpoint} at step {step}, {episodes} episodes of the actor's mode")
+    scaled = "" if action_scale == 1.0 else f", actions times {action_scale:g}"
+    print(f"{checkpoint} at step {step}, {episodes} episodes of the actor's mode{scaled}")
     seed_everything(12345)
     returns, costs, means = [], [], []
     for index in range(episodes):
         envs = EnvBatch(lambda _, seed=12345 + index: make_env(seed=seed), 1)
         try:
-            total, terms = episode(agent, envs)
+            total, terms = episode(agent, envs, action_scale)
             repeat = envs.action_repeat
         finally:
             envs.close()
@@ -73,5 +80,17 @@ def main(path: str, episodes: int = 5) -> None:
         print(f"{name:15s} mean {mean:.4f}  costs {cost:6.1f} return")
 
 
+def positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
+
+
 if __name__ == "__main__":
-    main(sys.argv[1], *(int(argument) for argument in sys.argv[2:3]))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("path", help="a run directory or checkpoint.pt")
+    parser.add_argument("episodes", nargs="?", type=int, default=5)
+    parser.add_argument("--action-scale", type=positive, default=1.0, help="multiply the mode's actions by this")
+    args = parser.parse_args()
+    main(args.path, args.episodes, args.action_scale)
