@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dreamer.networks import ConvEncoder, NormedLinear
+
 log = logging.getLogger(__name__)
 
 
@@ -92,6 +94,40 @@ def mismatch_detail(error: Exception) -> str:
     """The first mismatch of a failed ``load_state_dict`` (torch lists every one under a header line)."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return (lines[1] if len(lines) > 1 else lines[0]) if lines else type(error).__name__
+
+
+def added_biases(model: torch.nn.Module) -> list[str]:
+    """State keys of the biases version 0.3 added: the linear layer of every ``NormedLinear``
+    and the convolutions of every ``ConvEncoder`` (version 0.2 built them without one)."""
+    keys = []
+    for name, module in model.named_modules():
+        prefix = f"{name}." if name else ""
+        if isinstance(module, NormedLinear):
+            keys.append(f"{prefix}0.bias")
+        elif isinstance(module, ConvEncoder):
+            keys += [f"{prefix}stages.{index}.bias" for index, layer in enumerate(module.stages)
+                     if isinstance(layer, torch.nn.Conv2d)]
+    return keys
+
+
+def from_bias_free(state: dict, model: torch.nn.Module) -> dict | None:
+    """A version-0.2 agent state (those layers without bias) with the biases added as zeros,
+    which computes exactly what it computed before; None when ``state`` is not one."""
+    keys = added_biases(model)
+    if not keys or any(key in state for key in keys):
+        return None
+    own = model.state_dict()
+    return {**state, **{key: torch.zeros_like(own[key]) for key in keys}}
+
+
+def bias_free_refusal(state: dict, model: torch.nn.Module, run_dir: Path) -> str | None:
+    """Why a run cannot continue the agent ``state`` when version 0.2 wrote it (a run does not
+    change its model halfway), or None."""
+    if from_bias_free(state, model) is None:
+        return None
+    return (f"resume={run_dir}: its checkpoint was written by version 0.2, whose hidden layers have no bias, and "
+            f"a run does not change its model halfway; score it with `python -m dreamer.evaluate "
+            f"checkpoint={run_dir}` or continue it with version 0.2")
 
 
 REQUIRED_KEYS = ("step", "agent", "optimizer", "replay", "loop", "config")

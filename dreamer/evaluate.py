@@ -21,7 +21,7 @@ import torch
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from dreamer.checkpoint import Checkpoints, load_checked, mismatch_detail
+from dreamer.checkpoint import Checkpoints, from_bias_free, load_checked, mismatch_detail
 from dreamer.config import Config
 from dreamer.envs import EnvBatch
 from dreamer.evaluation import evaluate
@@ -73,8 +73,13 @@ def load(path: Path, device: torch.device):
     cfg.compile = cfg.cuda_graphs = False  # one batch of episodes: compiling would cost more than it saves
     make_env = env_factory(cfg)
     agent = build_agent(cfg, *env_spaces(make_env), device)
+    state = saved["agent"]
+    if (upgraded := from_bias_free(state, agent)) is not None:
+        log.info("%s was written by version 0.2 (hidden layers without bias): loaded with those biases "
+                 "at zero, which computes what it computed then", path)
+        state = upgraded
     try:
-        agent.load_state_dict(saved["agent"])
+        agent.load_state_dict(state)
     except RuntimeError as error:
         raise ValueError(f"checkpoint={path} does not fit the agent its configuration builds "
                          f"({mismatch_detail(error)[:160]})") from None

@@ -42,15 +42,26 @@ def autocast_input(x: torch.Tensor) -> torch.Tensor:
     return x.to(torch.get_autocast_dtype(device)) if torch.is_autocast_enabled(device) else x
 
 
+def zero_bias(layer: nn.Module) -> nn.Module:
+    """``layer`` with its bias set to zero, as DreamerV3 initialises every bias."""
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
 class NormedLinear(nn.Sequential):
-    """Linear, RMSNorm, SiLU: the hidden layer used everywhere in DreamerV3.
+    """Linear (with bias), RMSNorm, SiLU: the hidden layer used everywhere in DreamerV3.
+
+    RMSNorm divides by the root mean square of its input, so without the bias the layer
+    would see only the direction of ``x``, not its size: a one-dimensional action of 0.2
+    would look the same as 1.0.
 
     ``norm_silu`` computes the last two; ``dreamer.accelerate.compile_layer_tails`` sets a
     compiled version that makes one pass over the activations instead of several eager ones.
     """
 
     def __init__(self, in_size: int, out_size: int):
-        super().__init__(nn.Linear(in_size, out_size, bias=False), RMSNorm(out_size), nn.SiLU())
+        super().__init__(nn.Linear(in_size, out_size), RMSNorm(out_size), nn.SiLU())
+        zero_bias(self[0])
         self.norm_silu = rms_norm_silu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -156,7 +167,7 @@ class ConvEncoder(nn.Module):
         stages = []
         for mult in mults:
             stages += [
-                nn.Conv2d(channels, depth * mult, kernel, padding="same", bias=False),
+                zero_bias(nn.Conv2d(channels, depth * mult, kernel, padding="same")),
                 nn.MaxPool2d(2),
                 ChannelNorm(depth * mult),
                 nn.SiLU(),

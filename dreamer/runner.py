@@ -18,7 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from dreamer.checkpoint import (
-    Checkpoints, mismatch_detail, pickled, rng_state, set_aside_metrics, set_rng_state, truncate_metrics, unpickled,
+    Checkpoints, bias_free_refusal, mismatch_detail, pickled, rng_state, set_aside_metrics, set_rng_state, truncate_metrics,
+    unpickled,
 )
 from dreamer.config import ConfigError
 from dreamer.envs.base import pop_log_keys
@@ -126,6 +127,8 @@ class Runner:
             saved, _ = self.checkpoints.load()
         except ValueError as error:
             raise ConfigError(f"resume={self.run_dir}: {error}") from None
+        if reason := bias_free_refusal(saved["agent"], self.agent, self.run_dir):
+            raise ConfigError(reason)
         try:
             self.agent.load_state_dict(saved["agent"])
             self.agent.optimizer.load_state_dict(saved["optimizer"])

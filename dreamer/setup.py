@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dreamer.accelerate import keep_freed_memory, usable_speed_settings
 from dreamer.agent import Agent
-from dreamer.checkpoint import Checkpoints, mismatch_detail
+from dreamer.checkpoint import Checkpoints, bias_free_refusal, mismatch_detail
 from dreamer.config import ConfigError
 from dreamer.envs import EnvBatch
 from dreamer.envs.base import ActionSpace, Env, EnvSetupError
@@ -244,6 +244,8 @@ def check_resumable(cfg: DictConfig, run_dir: Path) -> None:
         raise ConfigError(f"resume={run_dir}: {error}") from None
     obs_space, action_space = env_spaces(env_factory(cfg))
     agent = build_agent(without_speedups(cfg), obs_space, action_space, torch.device("cpu"))
+    if reason := bias_free_refusal(saved["agent"], agent, run_dir):
+        raise ConfigError(reason)
     try:
         agent.load_state_dict(saved["agent"])
         agent.optimizer.load_state_dict(saved["optimizer"])
