@@ -26,6 +26,7 @@ import yaml
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+import dreamer
 from dreamer import rundir
 from dreamer.accelerate import cpu_capability
 from dreamer.checkpoint import CheckpointWriteError
@@ -120,6 +121,7 @@ def run_facts(cfg: DictConfig, device: torch.device) -> dict:
         "device": str(device), "cpu": cpu, "cpu_capability": cpu_capability(),
         "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None, "torch": torch.__version__,
+        "version": dreamer.__version__,
     }
 
 

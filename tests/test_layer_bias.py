@@ -77,3 +77,12 @@ def test_a_version_02_checkpoint_is_scored_and_not_continued(version_02_run, tmp
     result = run_cli(f"checkpoint={version_02_run}", "episodes=1", f"out={tmp_path}", module="dreamer.evaluate")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "written by version 0.2" in result.stderr + result.stdout
+
+
+def test_the_package_version_is_the_one_pyproject_declares():
+    import tomllib
+
+    import dreamer
+    from conftest import ROOT
+
+    assert tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"] == dreamer.__version__ == "0.3.0"

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from conftest import read_metrics, run_cli
+import dreamer
 from dreamer import report
 
 VARIANTS = ["dreamer", "r2dreamer", "infonce", "dreamerpro"]
@@ -25,6 +26,7 @@ def test_report_of_the_smoke_ablation(smoke_ablation, tmp_path):
     copied.mkdir(parents=True)
     shutil.copy(smoke_ablation / "CartPole-v1" / "r2dreamer" / "seed0" / "config.yaml", copied / "config.yaml")
     facts = json.loads((smoke_ablation / "CartPole-v1" / "r2dreamer" / "seed0" / "run.json").read_text())
+    assert facts["version"] == dreamer.__version__  # which model a run's numbers came from
     facts["starts"][0]["host"] = "elsewhere"  # another run (a copy of the same run would count once)
     (copied / "run.json").write_text(json.dumps(facts))
     rows = read_metrics(smoke_ablation / "CartPole-v1" / "r2dreamer" / "seed0")
