@@ -18,8 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from dreamer.checkpoint import (
-    Checkpoints, bias_free_refusal, mismatch_detail, pickled, rng_state, set_aside_metrics, set_rng_state, truncate_metrics,
-    unpickled,
+    Checkpoints, bias_free_refusal, mismatch_detail, pickled, rng_state, set_aside_metrics, set_rng_state,
+    truncate_metrics, unpickled,
 )
 from dreamer.config import ConfigError
 from dreamer.envs.base import pop_log_keys

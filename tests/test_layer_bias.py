@@ -2,10 +2,13 @@
 direction, reaches the network; version-0.2 checkpoints (no bias) still evaluate, and a
 run of one is not continued with the new layers."""
 
+import tomllib
+
 import pytest
 import torch
 
-from conftest import QUICK, make_agent, run_cli
+import dreamer
+from conftest import QUICK, ROOT, make_agent, run_cli
 from dreamer.checkpoint import added_biases, from_bias_free, write_atomically
 from dreamer.evaluate import load
 from dreamer.networks import NormedLinear
@@ -24,7 +27,7 @@ def test_a_one_dimensional_input_keeps_its_size_through_a_hidden_layer():
 
 
 def test_the_world_model_sees_how_hard_a_push_is_once_its_action_bias_is_learned():
-    agent, _, start = make_agent()
+    agent, _, _ = make_agent()
     rssm = agent.world_model.rssm
     with torch.no_grad():
         rssm.action_in[0].bias.normal_()
@@ -80,9 +83,4 @@ def test_a_version_02_checkpoint_is_scored_and_not_continued(version_02_run, tmp
 
 
 def test_the_package_version_is_the_one_pyproject_declares():
-    import tomllib
-
-    import dreamer
-    from conftest import ROOT
-
     assert tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"] == dreamer.__version__ == "0.3.0"
