@@ -247,12 +247,23 @@ def keep_runs(runs: list[Run], into: Path) -> None:
 # -- statistics (rliable) -----------------------------------------------------------------
 
 
-def interval(scores: np.ndarray, statistic, reps: int, seed: int = 0) -> tuple[float, float, float]:
-    """``statistic`` of a (runs x tasks) score matrix and its stratified-bootstrap 95 % CI (rliable)."""
+def interval_estimates(scores: dict, statistic, reps: int, seed: int = 0) -> tuple[dict, dict]:
+    """rliable's stratified-bootstrap point estimates and 95 % CIs, the same every time for the
+    same scores: rliable's bootstrap draws its resamples from NumPy's global generator (not from
+    the RandomState it passes on), so that generator is seeded for the call and then restored."""
     from rliable import library
 
-    points, intervals = library.get_interval_estimates(
-        {"x": scores}, lambda s: np.array([statistic(s)]), reps=reps, random_state=np.random.RandomState(seed))
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        return library.get_interval_estimates(scores, statistic, reps=reps, random_state=np.random.RandomState(seed))
+    finally:
+        np.random.set_state(state)
+
+
+def interval(scores: np.ndarray, statistic, reps: int, seed: int = 0) -> tuple[float, float, float]:
+    """``statistic`` of a (runs x tasks) score matrix and its stratified-bootstrap 95 % CI (rliable)."""
+    points, intervals = interval_estimates({"x": scores}, lambda s: np.array([statistic(s)]), reps, seed)
     return float(points["x"][0]), float(intervals["x"][0, 0]), float(intervals["x"][1, 0])
 
 
@@ -273,15 +284,14 @@ def aggregates(matrices: dict[str, np.ndarray], reps: int, normalised: bool = Tr
 
 def improvement(matrices: dict[str, np.ndarray], reps: int, of: str = "r2dreamer") -> list[dict]:
     """P(``of`` > each other objective) per task, averaged over tasks, with its 95 % CI (rliable)."""
-    from rliable import library, metrics
+    from rliable import metrics
 
     if of not in matrices:
         return []
     pairs = {f"{of},{other}": [matrices[of], matrices[other]] for other in matrices if other != of}
     if not pairs:
         return []
-    points, intervals = library.get_interval_estimates(pairs, metrics.probability_of_improvement, reps=reps,
-                                                       random_state=np.random.RandomState(0))
+    points, intervals = interval_estimates(pairs, metrics.probability_of_improvement, reps)
     return [{"pair": pair, "probability": (float(np.ravel(points[pair])[0]), *map(float, np.ravel(intervals[pair])))}
             for pair in pairs]
 
@@ -404,9 +414,10 @@ def task_tables(runs: list[Run], reps: int) -> dict[str, tuple[list[str], list[l
 def run_table(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
     """One row per run, raw returns: the final evaluation, the training episodes of the last
     10k steps, DreamerV3's value at the run's step (training episodes) with its lowest and
-    highest seed there, and the wall clock."""
+    highest seed there, the wall clock, the hardware and the version of this package that made it
+    (runs before 0.3 did not record one)."""
     header = ["suite", "task", "objective", "seed", "steps", "final eval return", "training episodes (last 10k steps)",
-              "DreamerV3 (training episodes)", "DreamerV3 seeds (lowest-highest)", "hours", "hardware"]
+              "DreamerV3 (training episodes)", "DreamerV3 seeds (lowest-highest)", "hours", "hardware", "version"]
     rows = []
     for run in sorted(runs, key=lambda run: (run.suite, run.task, order(run.objective), run.seed)):
         if not run.evaluations:
@@ -417,7 +428,8 @@ def run_table(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
         rows.append([run.suite, run.task, run.objective, str(run.seed), str(run.step), f"{run.evaluations[-1][1]:.1f}",
                      "" if train is None else f"{train:.1f}", "" if reference is None else f"{reference:.1f}",
                      seed_range(dreamerv3_seeds_at(run.suite, run.task, run.step)),
-                     "" if not run.hours else f"{run.hours:.2f}", hardware if run.facts else ""])
+                     "" if not run.hours else f"{run.hours:.2f}", hardware if run.facts else "",
+                     run.facts.get("version", "0.2 or earlier") if run.facts else ""])
     return header, rows
 
 
@@ -492,14 +504,13 @@ def curve_matrix(runs: list[Run]) -> tuple[np.ndarray, np.ndarray] | None:
 
 def band(values: np.ndarray, reps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean over seeds at each step and its stratified-bootstrap 95 % CI (rliable), for (seeds x steps)."""
-    from rliable import library, metrics
+    from rliable import metrics
 
     scores = values[:, None, :]  # runs x tasks x steps
     def per_step(s):
         return np.array([metrics.aggregate_mean(s[..., k]) for k in range(s.shape[-1])])
 
-    points, intervals = library.get_interval_estimates({"x": scores}, per_step, reps=reps,
-                                                       random_state=np.random.RandomState(0))
+    points, intervals = interval_estimates({"x": scores}, per_step, reps)
     return points["x"], intervals["x"][0], intervals["x"][1]
 
 
@@ -575,7 +586,7 @@ def iqm_curve(runs: list[Run], suite: str, path: Path, reps: int) -> bool:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from rliable import library, metrics
+    from rliable import metrics
 
     here = [run for run in runs if run.suite == suite and run.finished and run.evaluations]
     chosen, tasks = chosen_runs(here)
@@ -590,9 +601,8 @@ def iqm_curve(runs: list[Run], suite: str, path: Path, reps: int) -> bool:
         scores = np.array([[[normalise(suite, task, dict(run.evaluations)[step]) for step in steps]
                             for run in per_task[task]] for task in tasks])  # tasks x seeds x steps
         scores = scores.transpose(1, 0, 2)  # runs x tasks x steps
-        points, intervals = library.get_interval_estimates(
-            {"x": scores}, lambda s: np.array([metrics.aggregate_iqm(s[..., k]) for k in range(s.shape[-1])]),
-            reps=reps, random_state=np.random.RandomState(0))
+        points, intervals = interval_estimates(
+            {"x": scores}, lambda s: np.array([metrics.aggregate_iqm(s[..., k]) for k in range(s.shape[-1])]), reps)
         ax.plot(steps, points["x"], color=colour(objective, list(chosen)), label=f"{objective} ({len(scores)} seed(s))")
         ax.fill_between(steps, intervals["x"][0], intervals["x"][1], color=colour(objective, list(chosen)), alpha=0.2)
     ax.set_title(f"{suite}: IQM over seeds x {len(tasks)} task(s)")

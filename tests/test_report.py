@@ -159,6 +159,10 @@ def test_run_table_and_training_episode_curves_by_hand(tmp_path):
     line = dict(zip(header, row))
     assert line["final eval return"] == "820.0" and line["training episodes (last 10k steps)"] == "700.0"
     assert line["hours"] == "0.50" and line["hardware"] == "AMD EPYC (2 threads)"
+    assert line["version"] == "0.2 or earlier"  # its run.json has no version
+    facts["version"] = "0.3.0"
+    header, [row] = report.run_table([run])
+    assert dict(zip(header, row))["version"] == "0.3.0"
     assert report.hardware_of(report.Run(tmp_path, "r2dreamer", "dmc_proprio", "cartpole_balance", 0, 1, [],
                                          {"cpu": "AMD EPYC", "torch_threads": 1})) == "AMD EPYC (1 thread)"
     assert line["DreamerV3 (training episodes)"] == f"{report.dreamerv3_at('dmc_proprio', 'cartpole_balance', 20000):.1f}"
@@ -293,3 +297,16 @@ def test_a_damaged_job_list_is_named_and_the_report_still_made(tmp_path):
         assert report.find_runs([sweep])[1] == problems
     listing.write_text("jobs:\n- {dir: reacher_easy/dreamer/seed100}\n- {dir: reacher_easy/dreamer/seed200}\n")
     assert report.find_runs([sweep])[1] == [f"{sweep / 'reacher_easy' / 'dreamer' / 'seed200'}: missing (no metrics.jsonl)"]
+
+
+def test_confidence_intervals_are_the_same_every_time_for_the_same_scores():
+    # rliable's bootstrap resamples with NumPy's global generator; the report seeds it for each call.
+    from rliable import metrics
+
+    scores = np.array([[0.86, 0.567, 0.844, 0.801], [0.95, 0.985, 0.738, 0.594]])
+    np.random.seed(1)
+    first = report.interval(scores, metrics.aggregate_mean, 2000)
+    np.random.rand(3)  # the global generator moved on in between
+    before = np.random.get_state()[1].copy()
+    assert report.interval(scores, metrics.aggregate_mean, 2000) == first
+    assert np.array_equal(np.random.get_state()[1], before)  # and is left where it was
