@@ -110,20 +110,25 @@ def added_biases(model: torch.nn.Module) -> list[str]:
     return keys
 
 
+def written_bias_free(state: dict, model: torch.nn.Module) -> bool:
+    """Whether version 0.2 wrote the agent ``state``: none of the biases 0.3 added is in it."""
+    keys = added_biases(model)
+    return bool(keys) and not any(key in state for key in keys)
+
+
 def from_bias_free(state: dict, model: torch.nn.Module) -> dict | None:
     """A version-0.2 agent state (those layers without bias) with the biases added as zeros,
     which computes exactly what it computed before; None when ``state`` is not one."""
-    keys = added_biases(model)
-    if not keys or any(key in state for key in keys):
+    if not written_bias_free(state, model):
         return None
     own = model.state_dict()
-    return {**state, **{key: torch.zeros_like(own[key]) for key in keys}}
+    return {**state, **{key: torch.zeros_like(own[key]) for key in added_biases(model)}}
 
 
 def bias_free_refusal(state: dict, model: torch.nn.Module, run_dir: Path) -> str | None:
     """Why a run cannot continue the agent ``state`` when version 0.2 wrote it (a run does not
     change its model halfway), or None."""
-    if from_bias_free(state, model) is None:
+    if not written_bias_free(state, model):
         return None
     return (f"resume={run_dir}: its checkpoint was written by version 0.2, whose hidden layers have no bias, and "
             f"a run does not change its model halfway; score it with `python -m dreamer.evaluate "

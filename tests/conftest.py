@@ -2,6 +2,7 @@
 
 import contextlib
 import fcntl
+import importlib.util
 import json
 import os
 import signal
@@ -65,6 +66,14 @@ def start_cli(*overrides: str, cwd: Path = ROOT, threads: int | None = None) -> 
 
 def read_metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def load_experiment(name: str):
+    """The script ``experiments/<name>.py`` as a module, for tests of its functions."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def compose_config(*overrides: str, config: str = "train"):

@@ -39,11 +39,12 @@ def test_the_world_model_sees_how_hard_a_push_is_once_its_action_bias_is_learned
 
 def bias_free(state: dict, agent) -> dict:
     """``state`` as version 0.2 wrote it: no bias in the layers 0.3 gave one."""
-    return {key: value for key, value in state.items() if key not in set(added_biases(agent))}
+    added = set(added_biases(agent))
+    return {key: value for key, value in state.items() if key not in added}
 
 
 def test_a_version_02_agent_state_loads_with_zero_biases_and_computes_the_same():
-    agent, batch, start = make_agent()
+    agent, batch, _ = make_agent()
     keys = added_biases(agent)
     # the RSSM's three inputs, every MLP layer, the image encoder's four convolutions
     assert "world_model.rssm.action_in.0.bias" in keys and any("stages.0.bias" in key for key in keys)

@@ -1,22 +1,13 @@
 """experiments/reward_by_action.py: a world model that sees only an action's sign predicts the
 same reward for every push of that sign; one that sees its size does not."""
 
-import importlib.util
-
 import torch
 
-from conftest import ROOT, make_agent
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("reward_by_action", ROOT / "experiments" / "reward_by_action.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_experiment, make_agent
 
 
 def test_predicted_reward_is_flat_in_the_push_only_when_the_action_layer_has_no_bias():
-    script = load_script()
+    script = load_experiment("reward_by_action")
     agent, _, _ = make_agent()
     world_model = agent.world_model
     torch.manual_seed(1)

@@ -1,26 +1,17 @@
 """experiments/cartpole_reward_terms.py: its four terms multiply to dm_control's cartpole reward."""
 
-import importlib.util
-
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import load_experiment
 
 pytest.importorskip("dm_control")
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("cartpole_reward_terms", ROOT / "experiments" / "cartpole_reward_terms.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_reward_terms_multiply_to_the_task_reward():
     from dm_control import suite
 
-    script = load_script()
+    script = load_experiment("cartpole_reward_terms")
     env = suite.load("cartpole", "balance", task_kwargs={"random": 0})
     env.reset()
     actions = np.random.default_rng(0).uniform(-1, 1, 50)
@@ -34,7 +25,7 @@ def test_reward_terms_multiply_to_the_task_reward():
 def test_small_control_term_by_hand():
     from dm_control import suite
 
-    script = load_script()
+    script = load_experiment("cartpole_reward_terms")
     env = suite.load("cartpole", "balance", task_kwargs={"random": 0})
     env.reset()
     env.step([0.5])
@@ -59,7 +50,7 @@ def test_action_scale_reaches_the_environment():
     from dreamer.envs import EnvBatch
     from dreamer.envs.dmc import DMCEnv
 
-    script = load_script()
+    script = load_experiment("cartpole_reward_terms")
     envs = EnvBatch(lambda _: DMCEnv("cartpole_balance", obs="state", time_limit=20, seed=0), 1)
     try:
         _, full = script.episode(Constant(0.8), envs)
