@@ -25,7 +25,7 @@ import math
 import shutil
 import sys
 import warnings
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -429,8 +429,24 @@ def run_table(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
                      "" if train is None else f"{train:.1f}", "" if reference is None else f"{reference:.1f}",
                      seed_range(dreamerv3_seeds_at(run.suite, run.task, run.step)),
                      "" if not run.hours else f"{run.hours:.2f}", hardware if run.facts else "",
-                     run.facts.get("version", "0.2 or earlier") if run.facts else ""])
+                     version_of(run) if run.facts else ""])
     return header, rows
+
+
+def version_of(run: Run) -> str:
+    """The version of this package that made a run (run.json records it from 0.3 on)."""
+    return run.facts.get("version", "0.2 or earlier")
+
+
+def versions_note(runs: list[Run]) -> list[str]:
+    """A warning where the runs were made by more than one version of this package, which the
+    tables and figures pool: a version that changed the model changes what its scores mean."""
+    counts = Counter(version_of(run) for run in runs if run.facts)
+    if len(counts) < 2:
+        return []
+    parts = ", ".join(f"{version} ({count} run{'' if count == 1 else 's'})" for version, count in sorted(counts.items()))
+    return [f"**Mixed versions:** these runs were made by more than one version of this package: {parts}. The tables "
+            "and figures pool them; the run table's version column says which is which.", ""]
 
 
 def hardware_of(run: Run) -> str:
@@ -647,7 +663,7 @@ def report(paths: list[Path], out: Path, reps: int = 2000, keep: bool = False) -
         raise ValueError(f"no runs under {', '.join(map(str, paths))} (a run directory holds metrics.jsonl)")
     (out / "tables").mkdir(parents=True, exist_ok=True)
     (out / "figures").mkdir(exist_ok=True)
-    lines = [f"# Report: {len(runs)} run(s) from {', '.join(map(str, paths))}", ""]
+    lines = [f"# Report: {len(runs)} run(s) from {', '.join(map(str, paths))}", "", *versions_note(runs)]
     if keep:
         keep_runs(runs, out / "runs")
         lines += [f"The runs' records are kept in `runs/` ({', '.join(f'`{name}`' for name in RECORDS)}); the report "

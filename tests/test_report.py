@@ -169,7 +169,7 @@ def test_run_table_and_training_episode_curves_by_hand(tmp_path):
 
 
 def fake_run(path, seed, start, steps=20000, budget=20000, sweep="dmc_cpu", final=800.0,
-             objective="r2dreamer", task="cartpole_balance"):
+             objective="r2dreamer", task="cartpole_balance", version=None):
     """A DMC Proprio run directory as a training job leaves it (records only)."""
     path.mkdir(parents=True)
     facts = {"experiment": "dmc_cpu", "sweep": sweep, "objective": objective, "suite": "dmc_proprio",
@@ -177,6 +177,8 @@ def fake_run(path, seed, start, steps=20000, budget=20000, sweep="dmc_cpu", fina
              "torch_threads": 1, "starts": [{"time": start, "host": "vm", "pid": 7, "job_id": None}]}
     if steps >= budget:
         facts["result"] = {"hours": 1.25}
+    if version:
+        facts["version"] = version
     (path / "run.json").write_text(json.dumps(facts))
     (path / "config.yaml").write_text(f"seed: {seed}\n")
     rows = [{"step": step, "episode/return": 100.0 + step / 100} for step in range(2000, steps + 1, 2000)]
@@ -220,6 +222,18 @@ def test_kept_runs_make_the_report_again_after_the_run_directories_are_gone(tmp_
     assert problems == [f"{longer}: unfinished (step 30000 of 40000)"]
     report.report([out / "runs", outputs], out, reps=50, keep=True)
     assert (kept / "seed0" / "metrics.jsonl").read_bytes() == (longer / "metrics.jsonl").read_bytes()
+
+
+def test_runs_of_different_versions_are_flagged(tmp_path):
+    sweep = tmp_path / "dmc_cpu" / "cartpole_balance" / "r2dreamer"
+    fake_run(sweep / "seed0", 0, "2026-11-30T10:00:00+0000", version="0.3.0")
+    fake_run(sweep / "seed100", 100, "2026-11-30T11:00:00+0000", version="0.3.0")
+    same = report.report([tmp_path / "dmc_cpu"], tmp_path / "same", reps=20)
+    assert "Mixed versions" not in same
+    fake_run(sweep / "seed200", 200, "2026-11-30T12:00:00+0000")  # no version recorded: made before 0.3
+    mixed = report.report([tmp_path / "dmc_cpu"], tmp_path / "mixed", reps=20)
+    assert ("**Mixed versions:** these runs were made by more than one version of this package: "
+            "0.2 or earlier (1 run), 0.3.0 (2 runs).") in mixed
 
 
 def test_two_jobs_of_one_worker_started_in_the_same_second_are_two_runs(tmp_path):
