@@ -7,8 +7,9 @@ Runs the actor's mode in the checkpoint's environment (seed 12345) for ``policy 
 steps (default 60); from each posterior state after the first 20 it imagines one step with
 the first action dimension set to each of -1, -0.8, ..., 1 (the others 0), 32 prior samples
 each (the same random numbers for every action), and prints the mean predicted reward per
-action and its difference from action 0. For DMC cartpole the true reward falls by about ``0.4 a**2`` per policy step (action repeat
-2, the force term of its reward), so a flat row means the model does not see the force.
+action and its difference from action 0. For DMC cartpole the true reward falls by about
+``0.4 a**2`` per policy step (action repeat 2, the force term of its reward), so a flat row
+means the model does not see the force.
 """
 
 import argparse
