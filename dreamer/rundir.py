@@ -51,6 +51,24 @@ def release(run_dir: Path) -> None:
         os.close(descriptor)  # closing the descriptor releases the flock
 
 
+def holder(run_dir: Path) -> int | None:
+    """The PID of the process that holds ``run_dir``'s lock (this one included), or None
+    when no process does."""
+    try:
+        descriptor = os.open(Path(run_dir) / LOCK_NAME, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        written = os.read(descriptor, 32).decode(errors="replace").strip()
+        return int(written) if written.isdigit() else None
+    else:
+        return None
+    finally:
+        os.close(descriptor)  # and with it the probe's own shared lock
+
+
 def holds_checkpoint(run_dir: Path) -> bool:
     return Checkpoints(Path(run_dir), keep=0).exists()
 

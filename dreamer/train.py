@@ -11,9 +11,11 @@ Examples::
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import platform
 import re
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -292,8 +294,9 @@ def resume_arguments(arguments: list[str]) -> list[str]:
     return [*original, *arguments, f"hydra.run.dir={run_dir.resolve()}"]
 
 
-def prepare(arguments: list[str]) -> list[str]:
-    """Everything checked before Hydra starts: the arguments to run, or a ConfigError."""
+def prepare(arguments: list[str]) -> tuple[list[str], list[Path]]:
+    """Everything checked before Hydra starts: the arguments to run and, for a sweep, its
+    jobs' run directories; or a ConfigError."""
     multirun = any(arg in ("-m", "--multirun") for arg in arguments)
     resume = [arg.partition("=")[2] for arg in arguments if arg.startswith("resume=")]
     shown = [arg for arg in arguments if arg in ("--cfg", "-c", "--info", "-i")]
@@ -305,20 +308,52 @@ def prepare(arguments: list[str]) -> list[str]:
                           "which continues each job's own directory")
     arguments = resume_arguments(arguments)
     if any(arg in HELP_FLAGS for arg in arguments):
-        return arguments
+        return arguments, []
     cfg, jobs = check_command_line(arguments)
     if multirun:
-        return plan_sweep(arguments, cfg, jobs)
+        return plan_sweep(arguments, cfg, jobs), [job.run_dir for job in jobs]
     claim_run_directory(arguments, cfg)
-    return arguments
+    return arguments, []
+
+
+def pass_stops_to_jobs(run_dirs: list[Path], signals=(signal.SIGTERM, signal.SIGINT)) -> None:
+    """A sweep's launcher told to stop passes the signal on to the jobs it runs in worker
+    processes (``hydra/launcher=joblib``), waits until each has written its checkpoint and
+    let go of its run directory, then exits with the signal's status.  Without this, a
+    launcher stopped with SIGTERM left its workers training on their own, and a later kill
+    lost everything since their last checkpoint.  Jobs that run in this process (the basic
+    launcher) stop on the signal themselves."""
+    previous = {signum: signal.getsignal(signum) for signum in signals}
+
+    def on_stop(signum, frame):
+        workers = {child.pid for child in multiprocessing.active_children()}
+        training = {run_dir: pid for run_dir in run_dirs if (pid := rundir.holder(run_dir)) in workers}
+        if not training:  # as if this handler were not here
+            if callable(previous[signum]):
+                return previous[signum](signum, frame)
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        for pid in set(training.values()):
+            os.kill(pid, signum)
+        print(f"{signal.Signals(signum).name}: waiting for {len(training)} job(s) to write a checkpoint and stop; "
+              "relaunch the sweep with resume=auto to continue", file=sys.stderr)
+        while any(rundir.holder(run_dir) == pid for run_dir, pid in training.items()):
+            time.sleep(0.2)
+        raise SystemExit(128 + signum)
+
+    for signum in signals:
+        signal.signal(signum, on_stop)
 
 
 def cli() -> None:
     try:
-        arguments = prepare(sys.argv[1:])
+        arguments, run_dirs = prepare(sys.argv[1:])
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    if run_dirs:
+        pass_stops_to_jobs(run_dirs)
     sys.argv = [sys.argv[0], *arguments]
     main()
 

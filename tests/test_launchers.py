@@ -1,5 +1,6 @@
 """Sweeps on cluster launchers: submitit's local twin of SLURM runs the jobs, a job stopped
-with SLURM's signal is requeued and finishes in its own directory, and a sweep relaunched
+with SLURM's signal is requeued and finishes in its own directory, a joblib sweep's launcher
+stopped with SIGTERM stops its workers' jobs after their checkpoints, and a sweep relaunched
 with resume=auto skips finished jobs and completes the others."""
 
 import json
@@ -8,12 +9,15 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
 import yaml
 
 from conftest import ROOT, cli_environment, read_metrics, refusal, run_cli
+from dreamer import rundir
+from test_run_cli import running
 
 # Two objectives' worth of ablation_smoke, one core per job.
 SMOKE = ["-m", "+experiment=ablation_smoke", "rep_variant=r2dreamer", "log_every=20", "checkpoint.every=0"]
@@ -73,6 +77,36 @@ def test_job_stopped_with_slurms_signal_is_requeued_and_finishes_in_its_run_dire
     starts = json.loads((run_dir / "run.json").read_text())["starts"]
     assert [start["step"] for start in starts] == [0, stopped] and starts[0]["pid"] == job_pid != starts[1]["pid"]
     assert_continuous(run_dir, 240)
+
+
+def test_joblib_sweep_launcher_stopped_with_sigterm_stops_its_jobs_after_their_checkpoints(tmp_path):
+    run_dirs = [tmp_path / "CartPole-v1" / "r2dreamer" / f"seed{seed}" for seed in (0, 1)]
+    sweep = launch(*SMOKE, "seed=0,1", "steps=100000", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                   f"hydra.sweep.dir={tmp_path}")
+    workers = []
+    try:
+        for run_dir in run_dirs:
+            wait_for_rows(run_dir, 2, sweep)
+        workers = [rundir.holder(run_dir) for run_dir in run_dirs]
+        assert sweep.pid not in workers and None not in workers  # the jobs train in joblib's workers
+        sweep.send_signal(signal.SIGTERM)  # the launcher only, as `kill <pid>` does
+        _, stderr = sweep.communicate(timeout=120)
+        assert sweep.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+        assert "SIGTERM: waiting for 2 job(s) to write a checkpoint and stop" in stderr
+        for run_dir in run_dirs:
+            log = (run_dir / "train.log").read_text()
+            stopped = int(log.split("stopped by SIGTERM at step ")[1].split(";")[0])
+            assert rundir.saved_step(run_dir) == stopped > 0  # checkpoint.every=0: the stop wrote it
+            assert rundir.holder(run_dir) is None
+        deadline = time.monotonic() + 10
+        while any(map(running, workers)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(map(running, workers))  # none trains on without its launcher
+    finally:
+        sweep.kill()
+        for pid in filter(None, workers):
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_relaunch_with_resume_auto_skips_finished_jobs_and_completes_the_others(tmp_path):

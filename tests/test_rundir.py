@@ -2,6 +2,7 @@
 checkpoints and failed writes."""
 
 import errno
+import os
 import shutil
 import time
 from pathlib import Path
@@ -69,6 +70,19 @@ def test_second_process_on_a_directory_in_use_exits_2_naming_the_holder(tmp_path
     finally:
         first.kill()
         first.wait()
+
+
+def test_holder_names_the_process_holding_a_run_directory_and_leaves_no_lock_behind(tmp_path):
+    run_dir = tmp_path / "run"
+    assert rundir.holder(run_dir) is None  # no lock file yet
+    rundir.lock(run_dir)
+    try:
+        assert rundir.holder(run_dir) == os.getpid()
+    finally:
+        rundir.release(run_dir)
+    assert (run_dir / rundir.LOCK_NAME).exists() and rundir.holder(run_dir) is None
+    rundir.lock(run_dir)  # the probes took no lock that would keep a job out
+    rundir.release(run_dir)
 
 
 def test_new_run_into_a_directory_with_a_checkpoint_is_refused_and_changes_nothing(trained):
