@@ -1,6 +1,7 @@
 """Environments in worker processes: same observations, and a crashed worker is replaced."""
 
 import os
+import signal
 from functools import partial
 
 import numpy as np
@@ -8,7 +9,7 @@ import pytest
 
 from dreamer.envs.base import ActionSpace, Env, transition
 from dreamer.envs.batch import EnvBatch, seeded
-from dreamer.envs.worker import RESTART_SEED_STRIDE
+from dreamer.envs.worker import CONTEXT, RESTART_SEED_STRIDE, serve
 from dreamer.envs.base import pop_log_keys
 
 
@@ -98,3 +99,24 @@ def test_workers_start_inside_a_joblib_loky_job():
 
     results = joblib.Parallel(n_jobs=2, backend="loky")(joblib.delayed(first_seeds_in_workers)() for _ in range(2))
     assert results == [[7.0, 8.0], [7.0, 8.0]]
+
+
+class ClosedCountingEnv(CountingEnv):
+    closed = False
+
+    def close(self):
+        ClosedCountingEnv.closed = True
+
+
+def test_worker_whose_parent_is_gone_ends_quietly_and_closes_its_env(capfd):
+    """The parent killed while it waited for its env's first answer: the child's send finds
+    the pipe broken and ends without a traceback."""
+    parent, child = CONTEXT.Pipe()
+    parent.close()
+    previous = signal.getsignal(signal.SIGINT)  # serve() ignores Ctrl-C, as a child should
+    try:
+        serve(lambda index: ClosedCountingEnv(index), 0, child)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert ClosedCountingEnv.closed
+    assert "Traceback" not in capfd.readouterr().err

@@ -22,15 +22,18 @@ RESTART_SEED_STRIDE = 10_000
 
 
 def serve(make_env: Callable[[int], Env], index: int, connection) -> None:
-    """Child process: build the env, then answer ``(method, args)`` requests until closed."""
+    """Child process: build the env, then answer ``(method, args)`` requests until closed,
+    or until the parent is gone (killed while it waited for this env, say): then it ends
+    without a traceback, as there is no one left to answer."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    env = None
     try:
-        env = make_env(index)
-    except Exception:
-        connection.send(("error", traceback.format_exc()))
-        return
-    connection.send(("ok", (env.obs_space, env.action_space, env.action_repeat)))
-    try:
+        try:
+            env = make_env(index)
+        except Exception:
+            connection.send(("error", traceback.format_exc()))
+            return
+        connection.send(("ok", (env.obs_space, env.action_space, env.action_repeat)))
         while True:
             method, args = connection.recv()
             if method == "close":
@@ -41,10 +44,11 @@ def serve(make_env: Callable[[int], Env], index: int, connection) -> None:
                 connection.send(("error", traceback.format_exc()))
                 break
             connection.send(("ok", result))
-    except (EOFError, KeyboardInterrupt):
+    except (EOFError, BrokenPipeError, ConnectionResetError, KeyboardInterrupt):
         pass
     finally:
-        env.close()
+        if env is not None:
+            env.close()
 
 
 class WorkerEnv:
