@@ -323,7 +323,8 @@ def pass_stops_to_jobs(run_dirs: list[Path], signals=(signal.SIGTERM, signal.SIG
     launcher stopped with SIGTERM left its workers training on their own, and a later kill
     lost everything since their last checkpoint.  Jobs that run in this process (the basic
     launcher) stop on the signal themselves."""
-    previous = {signum: signal.getsignal(signum) for signum in signals}
+    # A signal this process ignores (SIGINT in a job a script started with &) stays ignored.
+    previous = {signum: handler for signum in signals if (handler := signal.getsignal(signum)) != signal.SIG_IGN}
 
     def on_stop(signum, frame):
         workers = {child.pid for child in multiprocessing.active_children()}
@@ -342,7 +343,7 @@ def pass_stops_to_jobs(run_dirs: list[Path], signals=(signal.SIGTERM, signal.SIG
             time.sleep(0.2)
         raise SystemExit(128 + signum)
 
-    for signum in signals:
+    for signum in previous:
         signal.signal(signum, on_stop)
 
 

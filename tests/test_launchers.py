@@ -109,6 +109,22 @@ def test_joblib_sweep_launcher_stopped_with_sigterm_stops_its_jobs_after_their_c
                 os.kill(pid, signal.SIGKILL)
 
 
+def test_a_launcher_without_jobs_in_workers_stops_as_before_and_keeps_ignored_signals_ignored(tmp_path):
+    from dreamer.train import pass_stops_to_jobs
+
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # as in a job a script started with &
+        pass_stops_to_jobs([tmp_path / "seed0"])
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+        with pytest.raises(KeyboardInterrupt):  # no job holds a run directory: Python's own Ctrl-C
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+
+
 def test_relaunch_with_resume_auto_skips_finished_jobs_and_completes_the_others(tmp_path):
     arguments = [*SMOKE, "seed=0,1,2", "steps=120", f"hydra.sweep.dir={tmp_path}"]
     run_dirs = [tmp_path / "CartPole-v1" / "r2dreamer" / f"seed{seed}" for seed in range(3)]
