@@ -53,7 +53,8 @@ def release(run_dir: Path) -> None:
 
 def holder(run_dir: Path) -> int | None:
     """The PID of the process that holds ``run_dir``'s lock (this one included), or None
-    when no process does."""
+    when no process does.  The probe holds a shared lock for an instant, so call it where
+    no job is starting in ``run_dir`` (a sweep being stopped), not in a loop beside one."""
     try:
         descriptor = os.open(Path(run_dir) / LOCK_NAME, os.O_RDONLY)
     except FileNotFoundError:
