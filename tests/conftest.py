@@ -56,6 +56,15 @@ def run_cli(*overrides: str, module: str = "dreamer.train", timeout: int = 300,
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
+def running(pid: int) -> bool:
+    """Whether ``pid`` is a process that has not exited (a zombie has)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")
+
+
 def start_cli(*overrides: str, cwd: Path = ROOT, threads: int | None = None) -> subprocess.Popen:
     """``python -m dreamer.train <overrides>`` in the background, with ``threads`` torch
     threads (give runs side by side one core each); stderr is kept."""

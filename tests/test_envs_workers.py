@@ -105,7 +105,7 @@ class ClosedCountingEnv(CountingEnv):
     closed = False
 
     def close(self):
-        ClosedCountingEnv.closed = True
+        self.closed = True
 
 
 def test_worker_whose_parent_is_gone_ends_quietly_and_closes_its_env(capfd):
@@ -113,10 +113,16 @@ def test_worker_whose_parent_is_gone_ends_quietly_and_closes_its_env(capfd):
     the pipe broken and ends without a traceback."""
     parent, child = CONTEXT.Pipe()
     parent.close()
+    built = []
+
+    def make_env(index):
+        built.append(ClosedCountingEnv(index))
+        return built[-1]
+
     previous = signal.getsignal(signal.SIGINT)  # serve() ignores Ctrl-C, as a child should
     try:
-        serve(lambda index: ClosedCountingEnv(index), 0, child)
+        serve(make_env, 0, child)
     finally:
         signal.signal(signal.SIGINT, previous)
-    assert ClosedCountingEnv.closed
+    assert len(built) == 1 and built[0].closed
     assert "Traceback" not in capfd.readouterr().err

@@ -15,9 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, cli_environment, read_metrics, refusal, run_cli
+from conftest import ROOT, cli_environment, read_metrics, refusal, run_cli, running
 from dreamer import rundir
-from test_run_cli import running
 
 # Two objectives' worth of ablation_smoke, one core per job.
 SMOKE = ["-m", "+experiment=ablation_smoke", "rep_variant=r2dreamer", "log_every=20", "checkpoint.every=0"]

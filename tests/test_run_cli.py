@@ -4,11 +4,10 @@ next tests)."""
 
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, running
 
 # A command that starts a worker of its own, writes the worker's pid, then waits forever.
 LINGERING = """
@@ -17,15 +16,6 @@ worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"]
 open(sys.argv[1], "w").write(str(worker.pid))
 time.sleep(600)
 """
-
-
-def running(pid: int) -> bool:
-    """Whether ``pid`` is a process that has not exited (a zombie has)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state not in ("Z", "X")
 
 
 def test_run_cli_timeout_stops_the_processes_the_command_started(tmp_path):
