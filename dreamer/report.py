@@ -315,6 +315,16 @@ def chosen_runs(runs: list[Run]) -> tuple[dict[str, dict[str, list[Run]]], list[
             for objective in sorted(by, key=order)}, tasks
 
 
+def left_out(runs: list[Run]) -> list[Run]:
+    """The finished runs on the aggregates' tasks that chosen_runs does not take: the seeds of an
+    objective beyond as many as it finished on every one of those tasks."""
+    chosen, tasks = chosen_runs(runs)
+    taken = {id(run) for per_task in chosen.values() for group in per_task.values() for run in group}
+    return [run for run in sorted(runs, key=lambda run: (run.task, order(run.objective), run.seed))
+            if run.finished and run.score() is not None and run.objective in chosen and run.task in tasks
+            and id(run) not in taken]
+
+
 def score_matrices(runs: list[Run]) -> tuple[dict[str, np.ndarray], list[str], dict[str, int]]:
     """(seeds x tasks) normalised final scores per objective of the runs chosen_runs picks, the
     tasks, and each objective's seed count."""
@@ -692,9 +702,14 @@ def report(paths: list[Path], out: Path, reps: int = 2000, keep: bool = False) -
                        for row in aggregate])
             single = [objective for objective, count in seeds.items() if count == 1]
             how = ("rliable; one seed per task, so no confidence interval (a stratified bootstrap resamples "
-                   "seeds within each task) and no more than the per-task scores above" if len(single) == len(seeds) else
+                   "seeds within each task) and no more than the scores of the runs it takes"
+                   if len(single) == len(seeds) else
                    f"rliable, stratified bootstrap, {reps} resamples"
                    + (f"; no interval for {', '.join(single)} (one seed per task)" if single else ""))
+            skipped = ", ".join(f"{run.task} {run.objective} seed {run.seed}" for run in left_out(here))
+            if skipped:  # more seeds on some tasks: say which runs the aggregates do not count
+                how += (f". They leave out {skipped} (an objective's aggregates take as many seeds as it finished "
+                        "on every task, lowest first; the table above has them)")
             lines += [f"Aggregates over {seed_counts(seeds)} x {len(tasks)} task(s) ({', '.join(tasks)}), {how}:", "",
                       markdown(aggregate_header, aggregate_rows), ""]
             pairs = improvement(matrices, reps)

@@ -251,6 +251,27 @@ def test_two_jobs_of_one_worker_started_in_the_same_second_are_two_runs(tmp_path
         "seed0", "seed100"]
 
 
+def test_the_aggregates_name_the_seeds_they_leave_out(tmp_path):
+    # A second seed on one task of two: the aggregates take one seed per task (rliable needs a full
+    # matrix), so the report names the run they do not count; the per-task table keeps it.
+    sweep = tmp_path / "dmc_cpu"
+    start = "2026-11-30T10:00:00+0000"
+    for task, final in (("cartpole_balance", 800.0), ("walker_stand", 600.0)):
+        fake_run(sweep / task / "r2dreamer" / "seed0", 0, start, final=final, task=task)
+    text = report.report([sweep], tmp_path / "report", reps=50)
+    assert "leave out" not in text
+    fake_run(sweep / "cartpole_balance" / "r2dreamer" / "seed100", 100, start, final=1000.0)
+    runs, _ = report.find_runs([sweep])
+    assert [(run.task, run.seed) for run in report.left_out(runs)] == [("cartpole_balance", 100)]
+    text = report.report([sweep], tmp_path / "report", reps=50)
+    assert "| cartpole_balance | 20000 | 0.900 [0.800, 1.000] (n=2) |" in text
+    assert ("Aggregates over 1 seed(s) x 2 task(s) (cartpole_balance, walker_stand), rliable; one seed per task, so no "
+            "confidence interval (a stratified bootstrap resamples seeds within each task) and no more than the scores "
+            "of the runs it takes. They leave out cartpole_balance r2dreamer seed 100 (an objective's aggregates take "
+            "as many seeds as it finished on every task, lowest first; the table above has them):") in text
+    assert "| r2dreamer | 1 | 2 | 0.700 |" in text  # the mean of 0.8 and 0.6: seed 0 on both tasks
+
+
 def test_an_objective_run_on_fewer_tasks_than_another(tmp_path):
     # A sweep in progress: the baseline finished two tasks, the other objective one of them.
     sweep = tmp_path / "dmc_cpu"
