@@ -114,6 +114,7 @@ def test_a_launcher_without_jobs_in_workers_stops_as_before_and_keeps_ignored_si
     saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # as in a job a script started with &
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own, whatever the test runner set
         pass_stops_to_jobs([tmp_path / "seed0"])
         assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
         with pytest.raises(KeyboardInterrupt):  # no job holds a run directory: Python's own Ctrl-C
